@@ -1,0 +1,8 @@
+"""Prometheus exporter for the ConnectyCube Admin Statistics API."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("connectycube-exporter")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,83 @@
+"""The command line: flags mirror the settings; ``--demo`` needs no account."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from exporter import __version__
+from exporter.config import ConfigError, Settings, env_name, load_apps, load_settings
+from exporter.daemon import run
+from exporter.logs import setup_logging
+from exporter.server import RunningServer
+
+PROG = "connectycube-exporter"
+DEMO_KEY = "demo-key"
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, list):
+        return ",".join(map(str, default))
+    return "none" if default is None else str(default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prometheus exporter for the ConnectyCube Admin Statistics API.",
+        epilog=(
+            "Every flag can also be given as the environment variable shown, or in a .env "
+            "file in the working directory; a flag wins over the environment."
+        ),
+    )
+    for name, field in Settings.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            metavar=name.split("_")[-1].upper(),
+            default=argparse.SUPPRESS,
+            help=f"{field.description} (env {env_name(name)}; default: {_shown(field.default)})",
+        )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="poll a built-in simulator of the API instead of ConnectyCube: no account needed",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
+    """Start the simulator in this process and point the settings at it."""
+    from exporter.simulator import Simulator, start_simulator  # only the demo needs it
+
+    server = start_simulator(Simulator(api_keys=[DEMO_KEY], timezone=settings.timezone))
+    demo = settings.model_copy(
+        update={
+            "api_url": server.url,
+            "api_key": DEMO_KEY,
+            "api_key_file": None,
+            "config_file": None,
+        }
+    )
+    return demo, server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    try:
+        settings = load_settings(overrides)
+        setup_logging(settings.log_level, settings.log_format)
+        if args.demo:
+            settings, _ = _start_demo(settings)
+        apps = load_apps(settings)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(settings, apps))
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were in place
+        return 0

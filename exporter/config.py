@@ -1,0 +1,290 @@
+"""Settings: loaded from flags, the environment and a ``.env`` file, validated at start-up.
+
+``Settings`` holds every setting (``CONNECTYCUBE_*``). ``load_apps`` turns them, and
+the optional YAML config file, into the list of ConnectyCube apps to poll. Every
+problem is raised as ``ConfigError`` with one line naming the setting, never the
+value, so that an API key can never reach the terminal through an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from exporter.server import parse_listen_address
+
+ENV_PREFIX = "CONNECTYCUBE_"
+DEFAULT_PORT = 19742
+DEFAULT_API_URL = "https://api.connectycube.com"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line fit for the user."""
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _split_dialog_types(value: Any) -> Any:
+    """Accept ``1,2,3`` from the environment or a flag as well as a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _check_dialog_types(value: list[int]) -> list[int]:
+    if not value:
+        raise ValueError("at least one dialog type code is needed")
+    if any(code < 1 for code in value):
+        raise ValueError("dialog type codes are positive integers")
+    return list(dict.fromkeys(value))  # drop repeats, keep the order given
+
+
+def _check_api_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except Exception as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+DialogTypes = Annotated[list[int], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of the exporter; each is ``CONNECTYCUBE_<NAME>`` or ``--<name>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    api_key: SecretStr | None = Field(None, description="admin API key of the app")
+    api_key_file: Path | None = Field(
+        None, description="file holding the API key (Docker or Kubernetes secret)"
+    )
+    api_url: str = Field(DEFAULT_API_URL, description="base URL of the ConnectyCube API")
+    app_name: str = Field("default", min_length=1, description="value of the app label")
+    dialog_types: DialogTypes = Field(
+        [1, 2, 3, 4], description="dialog type codes to break down, comma separated"
+    )
+    poll_interval_seconds: float = Field(60.0, gt=0, description="seconds between polls")
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="timeout of one API request, in seconds"
+    )
+    timezone: str = Field(
+        "UTC", description="IANA zone of the API's per-day keys; decides which day is today"
+    )
+    listen_address: str = Field(
+        f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT to serve /metrics on"
+    )
+    config_file: Path | None = Field(None, description="YAML file listing several apps")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: Literal["text", "json"] = Field("text", description="text or json")
+
+    _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
+    _dialog_types = field_validator("dialog_types")(_check_dialog_types)
+    _api_url = field_validator("api_url")(_check_api_url)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("listen_address")
+    @classmethod
+    def _valid_listen_address(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class _FileApp(BaseModel):
+    """One entry of ``apps:`` in the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    api_url: str | None = None
+    dialog_types: list[int] | None = None
+
+    _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
+
+    @field_validator("dialog_types")
+    @classmethod
+    def _dialog_types(cls, value: list[int] | None) -> list[int] | None:
+        return None if value is None else _check_dialog_types(value)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_api_url(value)
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    apps: list[_FileApp] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One ConnectyCube app to poll. The key is a ``SecretStr``: its repr hides it."""
+
+    name: str
+    api_key: SecretStr
+    api_url: str
+    dialog_types: tuple[int, ...]
+
+
+def describe_validation_error(
+    error: ValidationError, where: Callable[[tuple[int | str, ...]], str]
+) -> str:
+    """One clause per problem, naming where it is (``where(loc)``) and never the value."""
+    return "; ".join(
+        f"{where(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+        for item in error.errors(include_input=False, include_url=False)
+    )
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else ""
+    return f"{env_name(field)} (--{field.replace('_', '-')})" if field else "settings"
+
+
+def _file_path(loc: tuple[int | str, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings; ``overrides`` (command-line flags) win over the environment."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, _setting_name)) from None
+
+
+def _read_text(path: Path, setting: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def read_key_file(path: Path, setting: str) -> SecretStr:
+    return _checked_key(_read_text(path, setting), f"{setting} ({path})")
+
+
+def _pick_key(
+    api_key: SecretStr | None, api_key_file: Path | None, setting: str, where: str
+) -> SecretStr:
+    if api_key is not None and api_key_file is not None:
+        raise ConfigError(f"{where}: set only one of the API key and the API key file")
+    if api_key_file is not None:
+        return read_key_file(api_key_file, setting)
+    if api_key is None or not api_key.get_secret_value().strip():
+        raise ConfigError(f"{where}: an API key is required")
+    return _checked_key(api_key.get_secret_value(), where)
+
+
+def _checked_key(key: str, where: str) -> SecretStr:
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"{where}: the API key is empty")
+    # It travels in an HTTP header: white space or control characters would break it.
+    if not key.isprintable() or any(char.isspace() for char in key):
+        raise ConfigError(f"{where}: the API key contains white space or control characters")
+    return SecretStr(key)
+
+
+def _read_config_file(path: Path) -> _ConfigFile:
+    setting = f"{env_name('config_file')} ({path})"
+    text = _read_text(path, env_name("config_file"))
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{setting}: invalid YAML{at}: {problem}") from None
+    try:
+        parsed = _ConfigFile.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"{setting}: {describe_validation_error(exc, _file_path)}") from None
+    names = [app.name for app in parsed.apps]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{setting}: app names must be unique, repeated: {', '.join(repeated)}")
+    return parsed
+
+
+def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
+    """The apps to poll: the config file's, or the single app the settings describe."""
+    if settings.config_file is None:
+        key = _pick_key(
+            settings.api_key,
+            settings.api_key_file,
+            env_name("api_key_file"),
+            f"{env_name('api_key')} or {env_name('api_key_file')}",
+        )
+        return (
+            AppConfig(
+                name=settings.app_name,
+                api_key=key,
+                api_url=settings.api_url,
+                dialog_types=tuple(settings.dialog_types),
+            ),
+        )
+    parsed = _read_config_file(settings.config_file)
+    apps = []
+    for index, entry in enumerate(parsed.apps):
+        where = f"{env_name('config_file')} ({settings.config_file}): apps[{index}] ({entry.name})"
+        apps.append(
+            AppConfig(
+                name=entry.name,
+                api_key=_pick_key(entry.api_key, entry.api_key_file, where, where),
+                api_url=entry.api_url or settings.api_url,
+                dialog_types=tuple(entry.dialog_types or settings.dialog_types),
+            )
+        )
+    return tuple(apps)

@@ -1,0 +1,90 @@
+"""Wires the parts together and runs them until SIGTERM or SIGINT.
+
+Data flows one way: client -> poller -> snapshot -> collector -> HTTP. The poller
+runs on the asyncio event loop; HTTP requests are served on their own threads and
+only ever read the current snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import httpx
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+from exporter.client import StatsClient
+from exporter.collector import StatsCollector
+from exporter.config import AppConfig, Settings, env_name
+from exporter.http import create_app
+from exporter.poller import Poller
+from exporter.server import serve
+from exporter.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(snapshot: Callable[[], Snapshot], settings: Settings) -> CollectorRegistry:
+    """The exporter's own metrics, plus the usual process, platform and GC ones."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(snapshot, settings.zone))
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+async def run(settings: Settings, apps: tuple[AppConfig, ...]) -> int:
+    """Serve /metrics and poll every app until a stop signal; the exit code."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.request_timeout_seconds),
+        headers={"User-Agent": f"connectycube-exporter/{__version__}"},
+    ) as http:
+        poller = Poller(apps, StatsClient(http), settings.zone)
+        app = create_app(
+            build_registry(lambda: poller.snapshot, settings), lambda: poller.snapshot.ready
+        )
+        try:
+            server = serve(app, settings.listen_address)
+        except OSError as exc:
+            log.error(
+                "%s: cannot listen on %s: %s",
+                env_name("listen_address"),
+                settings.listen_address,
+                exc.strerror or exc,
+            )
+            return 1
+        log.info(
+            "listening on %s, polling %d app(s) every %gs",
+            server.url,
+            len(apps),
+            settings.poll_interval_seconds,
+        )
+        scheduler = AsyncIOScheduler(event_loop=loop)
+        poller.schedule(scheduler, apps, settings.poll_interval_seconds)
+        scheduler.start()
+        try:
+            await stopping.wait()
+        finally:
+            log.info("shutting down")
+            scheduler.shutdown(wait=False)
+            await _cancel_other_tasks()
+            server.stop()
+    return 0
+
+
+async def _cancel_other_tasks() -> None:
+    """Ends polls still waiting on the API, so shutdown takes no longer than a moment."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,81 @@
+"""The exporter's HTTP routes, as a WSGI app built by ``create_app``.
+
+``/metrics`` renders whatever the registry's collectors hold now: it never calls the
+ConnectyCube API, so a scrape costs the same whatever the API is doing.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from html import escape
+from typing import Any
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import __version__
+
+StartResponse = Callable[..., Any]
+
+LANDING_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>ConnectyCube exporter</title></head>
+<body>
+<h1>ConnectyCube exporter</h1>
+<p>Prometheus exporter for the ConnectyCube Admin Statistics API, version {version}.</p>
+<ul>
+<li><a href="metrics">Metrics</a></li>
+<li><a href="-/healthy">Health</a></li>
+<li><a href="-/ready">Readiness</a></li>
+</ul>
+</body>
+</html>
+"""
+
+
+def create_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> Callable[..., Any]:
+    """The WSGI app: ``/metrics``, ``/``, ``/-/healthy``, ``/-/ready``; 404 for the rest."""
+    landing = LANDING_PAGE.format(version=escape(__version__)).encode()
+
+    def metrics(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = encoder(registry)
+        headers = [("Content-Type", content_type)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            body = gzip.compress(body, compresslevel=1)
+            headers.append(("Content-Encoding", "gzip"))
+        return "200 OK", headers, body
+
+    def ready(_: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        if is_ready():
+            return "200 OK", _TEXT, b"Ready\n"
+        return "503 Service Unavailable", _TEXT, b"Not ready: the first poll has not finished\n"
+
+    routes: dict[str, Callable[[dict[str, Any]], tuple[str, list[tuple[str, str]], bytes]]] = {
+        "/metrics": metrics,
+        "/": lambda _: ("200 OK", [("Content-Type", "text/html; charset=utf-8")], landing),
+        "/-/healthy": lambda _: ("200 OK", _TEXT, b"Healthy\n"),
+        "/-/ready": ready,
+    }
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        route = routes.get(environ.get("PATH_INFO") or "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if route is None:
+            status, headers, body = "404 Not Found", _TEXT, b"Not found\n"
+        elif method not in ("GET", "HEAD"):
+            status, headers, body = (
+                "405 Method Not Allowed",
+                [*_TEXT, ("Allow", "GET, HEAD")],
+                b"Method not allowed\n",
+            )
+        else:
+            status, headers, body = route(environ)
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [b"" if method == "HEAD" else body]
+
+    return app
+
+
+_TEXT = [("Content-Type", "text/plain; charset=utf-8")]

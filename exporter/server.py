@@ -1,0 +1,87 @@
+"""A small threaded WSGI server, shared by the exporter and the simulator.
+
+The standard library's ``wsgiref`` server handles one request at a time; a scrape
+must never wait behind another, so each connection gets its own daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+WSGIApp = Callable[..., Any]
+
+log = logging.getLogger(__name__)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Sends wsgiref's per-request access log to debug logging instead of stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    # Many scrapers (or benchmark clients) may connect at once.
+    request_queue_size = 128
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts, or raise ValueError."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+class RunningServer:
+    """A WSGI server serving on a background thread until ``stop()``."""
+
+    def __init__(self, app: WSGIApp, host: str, port: int) -> None:
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        self._server = make_server(
+            host, port, app, server_class=server_class, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"http-{port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(app: WSGIApp, address: str) -> RunningServer:
+    """Start serving ``app`` on ``address`` (``HOST:PORT``; port 0 picks a free port)."""
+    host, port = parse_listen_address(address)
+    return RunningServer(app, host, port)

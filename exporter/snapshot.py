@@ -1,0 +1,59 @@
+"""What the exporter knows at one moment: an immutable value the poller swaps whole.
+
+A scrape reads one ``Snapshot`` reference and never sees a half-finished poll. Counts
+are kept with the time they were fetched (and, for per-day counts, the day they
+belong to), so the collector can decide what is still worth showing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from types import MappingProxyType
+
+from exporter.client import Kind
+
+
+def frozen_map(items: Mapping | None = None) -> Mapping:
+    """A read-only copy, so that no holder of a snapshot can change it."""
+    return MappingProxyType(dict(items or {}))
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One count as the API gave it."""
+
+    value: int
+    fetched_at: float
+    day: date | None = None  # the day a per-day count belongs to; None for all-time totals
+
+
+@dataclass(frozen=True)
+class AppSnapshot:
+    """The last known counts of one app and the health of its polls."""
+
+    name: str
+    dialog_types: tuple[int, ...]
+    totals: Mapping[Kind, Reading] = field(default_factory=frozen_map)
+    today: Mapping[Kind, Reading] = field(default_factory=frozen_map)
+    up: bool = False
+    polled: bool = False  # a poll has finished, successful or not
+    last_success: float | None = None
+    last_poll_duration: float | None = None
+    polls: Mapping[str, int] = field(default_factory=frozen_map)  # outcome -> count
+    # (endpoint, outcome) -> count
+    requests: Mapping[tuple[str, str], int] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    apps: Mapping[str, AppSnapshot] = field(default_factory=frozen_map)
+
+    @property
+    def ready(self) -> bool:
+        """Every app has been polled once, successfully or not."""
+        return all(app.polled for app in self.apps.values())
+
+    def with_app(self, app: AppSnapshot) -> Snapshot:
+        return Snapshot(frozen_map({**self.apps, app.name: app}))

@@ -1,0 +1,102 @@
+"""The HTTP routes, through the WSGI app alone: no socket needed."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from exporter.http import create_app
+
+
+class _OneGauge(Collector):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("connectycube_up", "Up.", value=1)
+
+
+class Client:
+    def __init__(self) -> None:
+        registry = CollectorRegistry()
+        registry.register(_OneGauge())
+        self.ready = False
+        self.app = create_app(registry, lambda: self.ready)
+
+    def request(
+        self, path: str, method: str = "GET", **headers: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": method}
+        environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
+        setup_testing_defaults(environ)
+        answer: dict = {}
+
+        def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
+            answer["status"] = int(status.split()[0])
+            answer["headers"] = dict(response_headers)
+
+        body = b"".join(self.app(environ, start_response))
+        return answer["status"], answer["headers"], body
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client()
+
+
+def test_metrics_in_the_classic_text_format(client: Client) -> None:
+    status, headers, body = client.request("/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"connectycube_up 1.0" in body
+    assert int(headers["Content-Length"]) == len(body)
+
+
+def test_metrics_in_openmetrics_when_asked(client: Client) -> None:
+    status, headers, body = client.request(
+        "/metrics", accept="application/openmetrics-text; version=1.0.0"
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+
+def test_metrics_gzipped_when_asked(client: Client) -> None:
+    _, headers, body = client.request("/metrics", accept_encoding="gzip, deflate")
+    assert headers["Content-Encoding"] == "gzip"
+    assert b"connectycube_up 1.0" in gzip.decompress(body)
+
+
+def test_landing_page_links_to_metrics(client: Client) -> None:
+    status, headers, body = client.request("/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    assert b'href="metrics"' in body
+
+
+def test_healthy_always_and_ready_after_the_first_poll(client: Client) -> None:
+    assert client.request("/-/healthy")[0] == 200
+    assert client.request("/-/ready")[0] == 503
+    client.ready = True
+    assert client.request("/-/ready")[0] == 200
+
+
+@pytest.mark.parametrize("path", ["/metric", "/metrics/", "/favicon.ico", "/-/reload", "/admin"])
+def test_unknown_paths_are_404(client: Client, path: str) -> None:
+    assert client.request(path)[0] == 404
+
+
+def test_other_methods_are_405(client: Client) -> None:
+    status, headers, _ = client.request("/metrics", method="POST")
+    assert status == 405
+    assert headers["Allow"] == "GET, HEAD"
+
+
+def test_head_has_headers_and_no_body(client: Client) -> None:
+    status, headers, body = client.request("/metrics", method="HEAD")
+    assert status == 200
+    assert body == b""
+    assert int(headers["Content-Length"]) > 0
