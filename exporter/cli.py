@@ -7,6 +7,8 @@ import asyncio
 import sys
 from typing import Any
 
+from pydantic import SecretStr
+
 from exporter import __version__
 from exporter.config import ConfigError, Settings, env_name, load_apps, load_settings
 from exporter.daemon import run
@@ -57,7 +59,7 @@ def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
     demo = settings.model_copy(
         update={
             "api_url": server.url,
-            "api_key": DEMO_KEY,
+            "api_key": SecretStr(DEMO_KEY),
             "api_key_file": None,
             "config_file": None,
         }

@@ -80,11 +80,16 @@ class Poller:
         start, end = day_bounds(today, self._zone)
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
-        results = await asyncio.gather(
-            *(self._client.total(app, kind) for kind in kinds),
-            *(self._client.per_day(app, kind, start, end) for kind in kinds),
-            return_exceptions=True,
-        )
+        try:
+            results = await asyncio.gather(
+                *(self._client.total(app, kind) for kind in kinds),
+                *(self._client.per_day(app, kind, start, end) for kind in kinds),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:
+            # Shutdown ends polls in flight; that is not an error worth a traceback.
+            log.debug("app %s: poll cancelled", app.name)
+            return
         finished = self._clock()
 
         previous = self._snapshot.apps[app.name]

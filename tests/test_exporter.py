@@ -1,0 +1,418 @@
+"""The real exporter process polling the simulator over loopback HTTP."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator import Simulator, start_simulator
+from tests.conftest import SECRET_KEY, require_tool
+from tests.processes import Exporter, run_exporter_once
+
+pytestmark = pytest.mark.slow
+
+OTHER_KEY = "sk-other-app-key-0001"
+DIALOG_LABELS = {1: "broadcast", 2: "group", 3: "private", 4: "public"}
+
+
+def utc_day_start(now: float) -> float:
+    return datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0).timestamp()
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[Simulator, str]]:
+    sim = Simulator(api_keys=[SECRET_KEY, OTHER_KEY], random_history=False)
+    server = start_simulator(sim)
+    yield sim, server.url
+    sim.set_faults()  # release a hanging request before stopping
+    server.stop()
+
+
+@pytest.fixture
+def history(simulator: tuple[Simulator, str]) -> dict[str, float]:
+    """Known activity: the expected values below are counted by hand from it."""
+    sim, _ = simulator
+    now = time.time()
+    today, yesterday, long_ago = utc_day_start(now), utc_day_start(now) - 1, now - 10 * 86400
+    sim.add_events(SECRET_KEY, "messages", [long_ago] * 3 + [yesterday] * 2 + [today] * 4)
+    sim.add_events(SECRET_KEY, 1, [long_ago])
+    sim.add_events(SECRET_KEY, 2, [yesterday, today, today])
+    sim.add_events(SECRET_KEY, 3, [today] * 5)
+    sim.add_events(OTHER_KEY, "messages", [yesterday] * 11 + [today] * 6)
+    return {"today": today}
+
+
+def start(url: str, *args: str, key: str = SECRET_KEY, **env: str) -> Exporter:
+    return Exporter(
+        [
+            "--api-url",
+            url,
+            "--poll-interval-seconds",
+            "0.3",
+            "--request-timeout-seconds",
+            "1",
+            *args,
+        ],
+        env={"CONNECTYCUBE_API_KEY": key, **env},
+    )
+
+
+@pytest.fixture
+def exporter(simulator: tuple[Simulator, str], history: dict[str, float]) -> Iterator[Exporter]:
+    process = start(simulator[1])
+    process.wait_for_value("connectycube_up", 1, app="default")
+    yield process
+    process.stop()
+
+
+def test_serves_exact_counts(exporter: Exporter) -> None:
+    metrics = exporter.metrics()
+
+    def value(name: str, **labels: str) -> float:
+        return metrics[(name, frozenset({"app": "default", **labels}.items()))]
+
+    assert value("connectycube_messages_sent") == 9
+    assert value("connectycube_messages_sent_today") == 4
+    expected = {"broadcast": (1, 0), "group": (3, 2), "private": (5, 5), "public": (0, 0)}
+    for label, (total, today) in expected.items():
+        assert value("connectycube_dialogs_created", dialog_type=label) == total
+        assert value("connectycube_dialogs_created_today", dialog_type=label) == today
+    assert value("connectycube_up") == 1
+    assert time.time() - value("connectycube_last_success_timestamp_seconds") < 5
+    assert (
+        value("connectycube_api_requests_total", endpoint="messages/sent-total", outcome="success")
+        >= 1
+    )
+
+
+def test_follows_new_activity(exporter: Exporter, simulator: tuple[Simulator, str]) -> None:
+    sim, _ = simulator
+    sim.add_events(SECRET_KEY, "messages", [time.time()] * 3)
+    sim.add_events(SECRET_KEY, 4, [time.time()])
+    exporter.wait_for_value("connectycube_messages_sent", 12, app="default")
+    exporter.wait_for_value("connectycube_messages_sent_today", 7, app="default")
+    exporter.wait_for_value(
+        "connectycube_dialogs_created_today", 1, app="default", dialog_type="public"
+    )
+
+
+def test_one_poll_is_ten_requests_with_bracketed_types(
+    exporter: Exporter, simulator: tuple[Simulator, str]
+) -> None:
+    sim, _ = simulator
+    exporter.stop()
+    sim.reset_stats()
+    process = start(simulator[1], "--poll-interval-seconds", "3600")
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        stats = sim.stats()
+    finally:
+        process.stop()
+    assert stats["requests"] == 10
+    dialog_queries = [r["query"] for r in stats["recent"] if "/dialogs/" in r["path"]]
+    assert sorted(re.findall(r"types\[\]=(\d+)", "&".join(dialog_queries))) == sorted("11223344")
+    assert all(re.fullmatch(r"[^%]*types\[\]=\d", q) for q in dialog_queries)
+    per_day = [r["query"] for r in stats["recent"] if r["path"].endswith("-per-day")]
+    for query in per_day:
+        start_date, end_date = (int(v) for v in re.findall(r"_date=(\d+)", query))
+        assert start_date % 86400 == 0
+        assert end_date - start_date == 86400
+
+
+FAULTS = [
+    pytest.param({"status": 500}, "http_error", "messages/sent-total: HTTP 500", id="500"),
+    pytest.param(
+        {"status": 503, "retry_after": "1"}, "http_error", "HTTP 503: simulated error", id="503"
+    ),
+    pytest.param({"status": 422}, "http_error", "HTTP 422", id="422"),
+    pytest.param({"body": "garbage"}, "invalid_response", "answer is not JSON", id="garbage"),
+    pytest.param({"body": "truncated"}, "invalid_response", "answer is not JSON", id="truncated"),
+    pytest.param(
+        {"body": "wrong_shape"}, "invalid_response", 'expected an object with "total"', id="shape"
+    ),
+    pytest.param({"body": "negative"}, "invalid_response", "count -5 is negative", id="negative"),
+    pytest.param({"body": "float"}, "invalid_response", "is not an integer", id="float"),
+    pytest.param(
+        {"body": "bad_date_key"},
+        "invalid_response",
+        "messages/sent-per-day: key 'not-a-date' is not a YYYY-MM-DD date",
+        id="date-key",
+    ),
+    pytest.param({"latency": 3}, "timeout", "messages/sent-total: timed out", id="timeout"),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome", "logged"), FAULTS)
+def test_a_failed_poll_keeps_the_last_values_and_recovers(
+    exporter: Exporter,
+    simulator: tuple[Simulator, str],
+    fault: dict,
+    outcome: str,
+    logged: str,
+) -> None:
+    sim, _ = simulator
+    before = exporter.metrics()
+    last_success = before[
+        ("connectycube_last_success_timestamp_seconds", frozenset({("app", "default")}))
+    ]
+    sim.set_faults(**fault)
+    exporter.wait_for_value("connectycube_up", 0, app="default")
+    line = exporter.wait_for_log(r"app default: poll failed, \d+ of 10 requests failed")
+    assert logged in line
+    time.sleep(0.7)  # more polls fail meanwhile
+    during = exporter.metrics()
+    for key in before:
+        if key[0].startswith(("connectycube_messages", "connectycube_dialogs")):
+            assert during[key] == before[key], key  # last good values stay
+    assert during[key_of("connectycube_last_success_timestamp_seconds")] == last_success
+    errors = [
+        v
+        for (name, labels), v in during.items()
+        if name == "connectycube_api_requests_total" and ("outcome", outcome) in labels
+    ]
+    assert sum(errors) > 0
+    assert during[key_of("connectycube_polls_total", outcome="failure")] >= 1
+
+    sim.set_faults()
+    exporter.wait_for_value("connectycube_up", 1, app="default", timeout=15)
+    assert (
+        exporter.value("connectycube_last_success_timestamp_seconds", app="default") > last_success
+    )
+    exporter.wait_for_log("app default: poll succeeded again")
+    assert exporter.process.poll() is None
+
+
+def key_of(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    return (name, frozenset({"app": "default", **labels}.items()))
+
+
+def test_api_unreachable_then_back(simulator: tuple[Simulator, str], history: dict) -> None:
+    sim, _ = simulator
+    server = start_simulator(sim)
+    process = start(server.url)
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        server.stop()
+        process.wait_for_value("connectycube_up", 0, app="default")
+        assert "ConnectError" in process.wait_for_log("poll failed")
+        assert process.value("connectycube_messages_sent", app="default") == 9
+        errors = process.value(
+            "connectycube_api_requests_total",
+            app="default",
+            endpoint="messages/sent-total",
+            outcome="connection_error",
+        )
+        assert errors
+        assert errors >= 1
+    finally:
+        assert process.stop() == 0
+
+
+def test_rejected_key_is_down_and_named(simulator: tuple[Simulator, str]) -> None:
+    process = start(simulator[1], key="sk-not-known-to-the-api")
+    try:
+        process.wait_for_value("connectycube_up", 0, app="default")
+        line = process.wait_for_log("poll failed")
+        assert "app default" in line
+        assert "HTTP 401" in line
+        assert process.value("connectycube_messages_sent", app="default") is None
+        assert process.get("/-/ready").status_code == 200  # attempted, though it failed
+    finally:
+        process.stop()
+
+
+def test_several_apps_from_one_config_file(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    (tmp_path / "prod.key").write_text(SECRET_KEY + "\n")
+    config = tmp_path / "apps.yml"
+    config.write_text(
+        f"apps:\n"
+        f"  - name: prod\n    api_key_file: {tmp_path / 'prod.key'}\n"
+        f"  - name: staging\n    api_key: {OTHER_KEY}\n    dialog_types: [2, 5]\n"
+        f"  - name: broken\n    api_key: sk-revoked\n"
+    )
+    process = Exporter(
+        ["--config-file", str(config), "--api-url", simulator[1], "--poll-interval-seconds", "0.3"]
+    )
+    try:
+        process.wait_for_value("connectycube_up", 1, app="prod")
+        process.wait_for_value("connectycube_up", 1, app="staging")
+        process.wait_for_value("connectycube_up", 0, app="broken")
+        assert process.value("connectycube_messages_sent", app="prod") == 9
+        assert process.value("connectycube_messages_sent", app="staging") == 17
+        assert process.value("connectycube_messages_sent_today", app="staging") == 6
+        labels = {
+            dict(labels).get("dialog_type")
+            for (name, labels) in process.metrics()
+            if name == "connectycube_dialogs_created" and ("app", "staging") in labels
+        }
+        assert labels == {"group", "meeting"}
+    finally:
+        process.stop()
+
+
+def test_timezone_decides_which_day_is_today(tmp_path: Path) -> None:
+    zone = "Pacific/Kiritimati"  # UTC+14: its day and the UTC day differ most of the time
+    sim = Simulator(api_keys=[SECRET_KEY], random_history=False, timezone=zone)
+    server = start_simulator(sim)
+    local_midnight = (
+        datetime.now(UTC)
+        .astimezone(__import__("zoneinfo").ZoneInfo(zone))
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+        .timestamp()
+    )
+    sim.add_events(SECRET_KEY, "messages", [local_midnight] * 2 + [local_midnight - 1] * 5)
+    process = start(server.url, "--timezone", zone)
+    try:
+        process.wait_for_value("connectycube_messages_sent", 7, app="default")
+        assert process.value("connectycube_messages_sent_today", app="default") == 2
+    finally:
+        process.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signals_exit_cleanly(simulator: tuple[Simulator, str], sig: int) -> None:
+    process = start(simulator[1])
+    process.wait_for_value("connectycube_up", 1, app="default")
+    started = time.monotonic()
+    assert process.stop(sig) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in process.logs
+
+
+def test_stops_cleanly_while_a_request_hangs(simulator: tuple[Simulator, str]) -> None:
+    sim, url = simulator
+    process = start(url, "--request-timeout-seconds", "30")
+    process.wait_for_value("connectycube_up", 1, app="default")
+    sim.set_faults(body="hang")
+    time.sleep(0.5)
+    assert process.stop() == 0
+    assert "Traceback" not in process.logs
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, "CONNECTYCUBE_API_KEY or CONNECTYCUBE_API_KEY_FILE: an API key is required"),
+        (
+            ["--poll-interval-seconds", "often"],
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY},
+            "CONNECTYCUBE_POLL_INTERVAL_SECONDS (--poll-interval-seconds)",
+        ),
+        (
+            [],
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_TIMEZONE": "Nowhere/City"},
+            "unknown IANA time zone 'Nowhere/City'",
+        ),
+        (
+            [],
+            {"CONNECTYCUBE_API_KEY_FILE": "/nonexistent/key"},
+            "CONNECTYCUBE_API_KEY_FILE: cannot read /nonexistent/key",
+        ),
+        (["--config-file", "apps.yml"], {}, "CONNECTYCUBE_CONFIG_FILE (apps.yml): invalid YAML"),
+    ],
+)
+def test_bad_configuration_exits_with_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    (tmp_path / "apps.yml").write_text("apps: [\n")
+    result = run_exporter_once(args, env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET_KEY not in result.stderr + result.stdout
+
+
+def test_port_in_use_is_a_clear_error(simulator: tuple[Simulator, str]) -> None:
+    taken = start_simulator(Simulator())
+    try:
+        result = run_exporter_once(
+            ["--api-url", simulator[1], "--listen-address", f"127.0.0.1:{taken.port}"],
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY},
+        )
+    finally:
+        taken.stop()
+    assert result.returncode == 1
+    assert "CONNECTYCUBE_LISTEN_ADDRESS: cannot listen on" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_key_never_shows(simulator: tuple[Simulator, str], history: dict) -> None:
+    sim, url = simulator
+    process = start(url, "--log-level", "debug")
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        for fault in ({"status": 401}, {"status": 500}, {"body": "garbage"}, {"latency": 2}):
+            sim.set_faults(**fault)
+            process.wait_for_value("connectycube_up", 0, app="default")
+            sim.set_faults()
+            process.wait_for_value("connectycube_up", 1, app="default")
+        pages = [process.get(path).text for path in ("/metrics", "/", "/-/ready", "/nope")]
+    finally:
+        process.stop()
+    assert any("DEBUG" in line for line in process.lines)
+    for text in [process.logs, *pages]:
+        assert SECRET_KEY not in text
+
+
+def test_json_logs_are_one_object_per_line(simulator: tuple[Simulator, str]) -> None:
+    process = start(simulator[1], "--log-format", "json", key="sk-unknown")
+    try:
+        process.wait_for_log('"level": "WARNING"')
+    finally:
+        process.stop()
+    import json
+
+    entries = [json.loads(line) for line in process.lines]
+    assert any("poll failed" in entry["message"] for entry in entries)
+
+
+def test_demo_needs_no_account() -> None:
+    process = Exporter(["--demo", "--poll-interval-seconds", "1"])
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        assert process.value("connectycube_messages_sent", app="default") > 0
+        assert process.get("/-/ready").status_code == 200
+    finally:
+        assert process.stop() == 0
+
+
+def test_promtool_accepts_the_metrics(exporter: Exporter) -> None:
+    promtool = require_tool("promtool")
+    text = exporter.get("/metrics").text
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_console_script_and_module_agree() -> None:
+    script = Path(sys.executable).parent / "connectycube-exporter"
+    assert script.exists(), "install the project (pip install -e .) to get the command"
+    by_script = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    by_module = run_exporter_once(["--help"])
+    assert by_module.returncode == 0
+    assert by_script.stdout == by_module.stdout.replace("__main__.py", "connectycube-exporter")
+    for flag in (
+        "--poll-interval-seconds",
+        "--api-key-file",
+        "--config-file",
+        "--timezone",
+        "--listen-address",
+        "--dialog-types",
+        "--demo",
+        "CONNECTYCUBE_LOG_LEVEL",
+    ):
+        assert flag in by_script.stdout
