@@ -14,6 +14,7 @@ from exporter.config import ConfigError, Settings, env_name, load_apps, load_set
 from exporter.daemon import run
 from exporter.logs import setup_logging
 from exporter.server import RunningServer
+from exporter.webconfig import WebConfigError, load_web_config
 
 PROG = "connectycube-exporter"
 DEMO_KEY = "demo-key"
@@ -76,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             settings, _ = _start_demo(settings)
         apps = load_apps(settings)
-    except ConfigError as exc:
-        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        web_config = load_web_config(settings.web_config_file)
+    except (ConfigError, WebConfigError) as exc:
+        where = f"{env_name('web_config_file')}: " if isinstance(exc, WebConfigError) else ""
+        print(f"{PROG}: configuration error: {where}{exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(settings, apps))
+        return asyncio.run(run(settings, apps, lambda: load_apps(settings), web_config))
     except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were in place
         return 0

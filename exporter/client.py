@@ -7,9 +7,14 @@ endpoint and the reason, never the API key.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import time
 from collections.abc import Callable
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import urlencode
 
@@ -27,6 +32,8 @@ Kind = str | int
 """``MESSAGES`` or a dialog type code."""
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20  # 100 days of counts are ~2 KB
+RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_SECONDS: Final = 3600.0
 
 
 class APIError(Exception):
@@ -58,6 +65,12 @@ class APIStatusError(APIError):
 
 class APIInvalidResponse(APIError):
     outcome = "invalid_response"
+
+
+class APIRateLimited(APIError):
+    """Not sent: the API's ``Retry-After`` asked for a pause that outlasts the deadline."""
+
+    outcome = "rate_limited"
 
 
 class InvalidAnswer(ValueError):
@@ -127,23 +140,51 @@ def build_query(
     return urlencode(params, safe="[]")
 
 
+@dataclass(frozen=True)
+class ClientLimits:
+    """How hard the client tries, and how much it lets the API cost."""
+
+    request_timeout: float = 10.0  # one attempt, connection to last byte
+    max_retries: int = 2  # after the first attempt, for transient failures only
+    backoff_base: float = 0.5  # seconds; doubles each retry, with full jitter
+    backoff_max: float = 8.0
+    max_concurrent_requests: int = 64  # all apps together
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+
+
 class StatsClient:
-    """Fetches counts for any app over one shared ``httpx.AsyncClient``."""
+    """Fetches counts for any app over one shared ``httpx.AsyncClient``.
+
+    Transient failures (connection errors, timeouts, 429 and 5xx gateways) are retried
+    with exponential backoff and full jitter, never past the caller's deadline. A
+    ``Retry-After`` on a 429 or 503 holds every request to that app until the time it
+    names, across polls. Requests in flight are capped across all apps.
+    """
 
     def __init__(
         self,
         http: httpx.AsyncClient,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        limits: ClientLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
-        self._max_response_bytes = max_response_bytes
+        self._limits = limits or ClientLimits()
+        self._clock = clock
+        self._slots = asyncio.Semaphore(self._limits.max_concurrent_requests)
+        self._not_before: dict[str, float] = {}  # app name -> clock() of the next request
 
     async def total(
-        self, app: AppConfig, kind: Kind, start: int | None = None, end: int | None = None
+        self,
+        app: AppConfig,
+        kind: Kind,
+        start: int | None = None,
+        end: int | None = None,
+        *,
+        deadline: float | None = None,
     ) -> int:
         """All-time count of ``kind``, or the count between ``start`` and ``end``."""
         path = endpoint_path(kind, per_day=False)
-        payload = await self._get_json(app, path, build_query(kind, start, end))
+        payload = await self._get_json(app, path, build_query(kind, start, end), deadline)
         return _parsed(path, parse_total, payload)
 
     async def per_day(
@@ -154,24 +195,71 @@ class StatsClient:
         end: int | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        *,
+        deadline: float | None = None,
     ) -> dict[date, int]:
         """Counts of ``kind`` by day between ``start`` and ``end``; quiet days are absent."""
         path = endpoint_path(kind, per_day=True)
         query = build_query(kind, start, end, limit, offset)
-        payload = await self._get_json(app, path, query)
+        payload = await self._get_json(app, path, query, deadline)
         return _parsed(path, parse_per_day, payload)
 
-    async def _get_json(self, app: AppConfig, path: str, query: str) -> Any:
+    def forget(self, app_name: str) -> None:
+        """Drop what is known of an app that is no longer polled."""
+        self._not_before.pop(app_name, None)
+
+    async def _get_json(self, app: AppConfig, path: str, query: str, deadline: float | None) -> Any:
+        retries = 0
+        last_error: APIError | None = None
+        while True:
+            try:
+                await self._wait_for_retry_after(app, path, deadline)
+            except APIRateLimited:
+                if last_error is not None:
+                    raise last_error from None  # the answer that asked for the pause
+                raise
+            try:
+                async with self._slots:
+                    return await self._attempt(app, path, query, deadline)
+            except APIError as error:
+                last_error = error
+                if not _transient(error) or retries >= self._limits.max_retries:
+                    raise
+                ceiling = min(self._limits.backoff_max, self._limits.backoff_base * 2**retries)
+                delay = random.uniform(0, ceiling)
+                if deadline is not None and self._clock() + delay >= deadline:
+                    raise
+                retries += 1
+                await asyncio.sleep(delay)
+
+    async def _wait_for_retry_after(
+        self, app: AppConfig, path: str, deadline: float | None
+    ) -> None:
+        wait = self._not_before.get(app.name, 0.0) - self._clock()
+        if wait <= 0:
+            return
+        if deadline is not None and self._clock() + wait >= deadline:
+            raise APIRateLimited(path, f"not sent: the API asked to wait {wait:.0f}s more")
+        await asyncio.sleep(wait)
+
+    async def _attempt(self, app: AppConfig, path: str, query: str, deadline: float | None) -> Any:
         url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
         headers = {API_KEY_HEADER: app.api_key.get_secret_value(), "Accept": "application/json"}
+        budget = self._limits.request_timeout
+        if deadline is not None:
+            budget = min(budget, deadline - self._clock())
         try:
-            async with self._http.stream("GET", url, headers=headers) as response:
-                body = await self._read_capped(response, path)
-        except httpx.TimeoutException:
-            raise APITimeout(path, "timed out") from None
+            # httpx's timeouts bound each read; this bounds the whole answer, so that a
+            # body trickling in a byte at a time cannot hold the poll.
+            async with asyncio.timeout(max(budget, 0)):
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    body = await self._read_capped(response, path)
+        except (TimeoutError, httpx.TimeoutException):
+            raise APITimeout(path, f"timed out after {max(budget, 0):.3g}s") from None
         except httpx.TransportError as exc:
             raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
         if not response.is_success:
+            self._note_retry_after(app, response)
             message = _scrub(_error_message(body), app)
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
             raise APIStatusError(path, response.status_code, reason)
@@ -180,18 +268,51 @@ class StatsClient:
         except (ValueError, UnicodeDecodeError):
             raise APIInvalidResponse(path, "answer is not JSON") from None
 
+    def _note_retry_after(self, app: AppConfig, response: httpx.Response) -> None:
+        if response.status_code not in (429, 503):
+            return
+        delay = parse_retry_after(response.headers.get("Retry-After"))
+        if delay is not None:
+            until = self._clock() + delay
+            self._not_before[app.name] = max(self._not_before.get(app.name, 0.0), until)
+
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
         """Read the body, giving up once it is larger than any real answer."""
         chunks = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
-            if size > self._max_response_bytes:
+            if size > self._limits.max_response_bytes:
                 raise APIInvalidResponse(
-                    path, f"answer is larger than {self._max_response_bytes} bytes"
+                    path, f"answer is larger than {self._limits.max_response_bytes} bytes"
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    # A hostile or broken header must not silence an app for days.
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _transient(error: APIError) -> bool:
+    if isinstance(error, APIStatusError):
+        return error.status in RETRYABLE_STATUSES
+    return isinstance(error, APITimeout | APIConnectionError)
 
 
 def _parsed(path: str, parse: Callable[[Any], T], payload: Any) -> T:

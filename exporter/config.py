@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -99,6 +100,26 @@ class Settings(BaseSettings):
         f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT to serve /metrics on"
     )
     config_file: Path | None = Field(None, description="YAML file listing several apps")
+    web_config_file: Path | None = Field(
+        None, description="exporter-toolkit web config: TLS and basic auth for /metrics"
+    )
+    poll_timeout_seconds: float | None = Field(
+        None, gt=0, description="deadline of one poll, retries included (default: 0.9 x interval)"
+    )
+    max_retries: int = Field(
+        2, ge=0, le=10, description="retries of a request after a transient failure"
+    )
+    max_concurrent_requests: int = Field(
+        64, ge=1, le=1024, description="cap on API requests in flight, all apps together"
+    )
+    max_response_bytes: int = Field(
+        1 << 20, ge=1024, description="largest API answer read; a larger one is a failure"
+    )
+    max_staleness_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="stop exporting a count not fetched for this long (default: 5 x interval)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
     )
@@ -130,9 +151,29 @@ class Settings(BaseSettings):
         parse_listen_address(value)
         return value
 
+    @model_validator(mode="after")
+    def _deadline_within_interval(self) -> Settings:
+        if self.poll_timeout_seconds is not None and (
+            self.poll_timeout_seconds > self.poll_interval_seconds
+        ):
+            raise ValueError(
+                f"{env_name('poll_timeout_seconds')} must not be longer than "
+                f"{env_name('poll_interval_seconds')}, or polls would pile up"
+            )
+        return self
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def poll_deadline(self) -> float:
+        """Seconds one poll may take, retries included: always inside the interval."""
+        return self.poll_timeout_seconds or 0.9 * self.poll_interval_seconds
+
+    @property
+    def max_staleness(self) -> float:
+        return self.max_staleness_seconds or 5 * self.poll_interval_seconds
 
 
 class _FileApp(BaseModel):
@@ -179,15 +220,16 @@ def describe_validation_error(
     error: ValidationError, where: Callable[[tuple[int | str, ...]], str]
 ) -> str:
     """One clause per problem, naming where it is (``where(loc)``) and never the value."""
-    return "; ".join(
-        f"{where(item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
-        for item in error.errors(include_input=False, include_url=False)
-    )
+    clauses = []
+    for item in error.errors(include_input=False, include_url=False):
+        place, message = where(item["loc"]), item["msg"].removeprefix("Value error, ")
+        clauses.append(f"{place}: {message}" if place else message)
+    return "; ".join(clauses)
 
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:
     field = str(loc[0]) if loc else ""
-    return f"{env_name(field)} (--{field.replace('_', '-')})" if field else "settings"
+    return f"{env_name(field)} (--{field.replace('_', '-')})" if field else ""
 
 
 def _file_path(loc: tuple[int | str, ...]) -> str:

@@ -18,13 +18,14 @@ from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTO
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
-from exporter.client import StatsClient
+from exporter.client import ClientLimits, StatsClient
 from exporter.collector import StatsCollector
-from exporter.config import AppConfig, Settings, env_name
+from exporter.config import AppConfig, ConfigError, Settings, env_name
 from exporter.http import create_app
 from exporter.poller import Poller
 from exporter.server import serve
 from exporter.snapshot import Snapshot
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +33,57 @@ log = logging.getLogger(__name__)
 def build_registry(snapshot: Callable[[], Snapshot], settings: Settings) -> CollectorRegistry:
     """The exporter's own metrics, plus the usual process, platform and GC ones."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(snapshot, settings.zone))
+    registry.register(StatsCollector(snapshot, settings.zone, settings.max_staleness))
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry
 
 
-async def run(settings: Settings, apps: tuple[AppConfig, ...]) -> int:
-    """Serve /metrics and poll every app until a stop signal; the exit code."""
+async def run(
+    settings: Settings,
+    apps: tuple[AppConfig, ...],
+    reload_apps: Callable[[], tuple[AppConfig, ...]],
+    web_config: WebConfig,
+) -> int:
+    """Serve /metrics and poll every app until a stop signal; the exit code.
+
+    SIGHUP calls ``reload_apps`` (the config file and key files read again); if it
+    raises ``ConfigError`` the running apps stay as they are.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
 
+    limits = ClientLimits(
+        request_timeout=settings.request_timeout_seconds,
+        max_retries=settings.max_retries,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        max_response_bytes=settings.max_response_bytes,
+    )
     async with httpx.AsyncClient(
         timeout=httpx.Timeout(settings.request_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=settings.max_concurrent_requests,
+            max_keepalive_connections=settings.max_concurrent_requests,
+        ),
         headers={"User-Agent": f"connectycube-exporter/{__version__}"},
     ) as http:
-        poller = Poller(apps, StatsClient(http), settings.zone)
-        app = create_app(
-            build_registry(lambda: poller.snapshot, settings), lambda: poller.snapshot.ready
+        scheduler = AsyncIOScheduler(event_loop=loop)
+        poller = Poller(
+            StatsClient(http, limits),
+            settings.zone,
+            interval=settings.poll_interval_seconds,
+            deadline=settings.poll_deadline,
+            scheduler=scheduler,
         )
+        registry = build_registry(lambda: poller.snapshot, settings)
         try:
-            server = serve(app, settings.listen_address)
+            server = serve(
+                create_app(registry, lambda: poller.ready, web_config),
+                settings.listen_address,
+                web_config.ssl_context,
+            )
         except OSError as exc:
             log.error(
                 "%s: cannot listen on %s: %s",
@@ -69,8 +98,8 @@ async def run(settings: Settings, apps: tuple[AppConfig, ...]) -> int:
             len(apps),
             settings.poll_interval_seconds,
         )
-        scheduler = AsyncIOScheduler(event_loop=loop)
-        poller.schedule(scheduler, apps, settings.poll_interval_seconds)
+        poller.configure(apps)
+        loop.add_signal_handler(signal.SIGHUP, _reload, poller, reload_apps)
         scheduler.start()
         try:
             await stopping.wait()
@@ -80,6 +109,16 @@ async def run(settings: Settings, apps: tuple[AppConfig, ...]) -> int:
             await _cancel_other_tasks()
             server.stop()
     return 0
+
+
+def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]]) -> None:
+    try:
+        apps = reload_apps()
+    except ConfigError as exc:
+        log.error("reload failed, the running configuration stays: %s", exc)
+        return
+    poller.configure(apps)
+    log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
 
 
 async def _cancel_other_tasks() -> None:

@@ -15,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
+from exporter.webconfig import WebConfig
 
 StartResponse = Callable[..., Any]
 
@@ -34,8 +35,20 @@ LANDING_PAGE = """<!DOCTYPE html>
 """
 
 
-def create_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> Callable[..., Any]:
-    """The WSGI app: ``/metrics``, ``/``, ``/-/healthy``, ``/-/ready``; 404 for the rest."""
+# Probes must work without credentials; they reveal nothing.
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
+
+
+def create_app(
+    registry: CollectorRegistry,
+    is_ready: Callable[[], bool],
+    web_config: WebConfig | None = None,
+) -> Callable[..., Any]:
+    """The WSGI app: ``/metrics``, ``/``, ``/-/healthy``, ``/-/ready``; 404 for the rest.
+
+    With basic auth users in ``web_config``, every path but the probes needs them.
+    """
+    web = web_config or WebConfig(None, {}, ())
     landing = LANDING_PAGE.format(version=escape(__version__)).encode()
 
     def metrics(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
@@ -60,9 +73,12 @@ def create_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> Cal
     }
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        route = routes.get(environ.get("PATH_INFO") or "/")
+        path = environ.get("PATH_INFO") or "/"
+        route = routes.get(path)
         method = environ.get("REQUEST_METHOD", "GET")
-        if route is None:
+        if path not in OPEN_PATHS and not web.authorized(environ.get("HTTP_AUTHORIZATION")):
+            status, headers, body = "401 Unauthorized", [*_TEXT, _CHALLENGE], b"Unauthorized\n"
+        elif route is None:
             status, headers, body = "404 Not Found", _TEXT, b"Not found\n"
         elif method not in ("GET", "HEAD"):
             status, headers, body = (
@@ -72,10 +88,11 @@ def create_app(registry: CollectorRegistry, is_ready: Callable[[], bool]) -> Cal
             )
         else:
             status, headers, body = route(environ)
-        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        start_response(status, [*headers, *web.headers, ("Content-Length", str(len(body)))])
         return [b"" if method == "HEAD" else body]
 
     return app
 
 
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]
+_CHALLENGE = ("WWW-Authenticate", 'Basic realm="connectycube-exporter", charset="UTF-8"')

@@ -13,12 +13,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.client import MESSAGES, APIError, Kind, StatsClient, endpoint_path
+from exporter.client import MESSAGES, APIError, APIStatusError, Kind, StatsClient, endpoint_path
 from exporter.config import AppConfig
 from exporter.days import day_bounds, local_day
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
@@ -26,6 +27,7 @@ from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 log = logging.getLogger(__name__)
 
 ENDPOINT_PREFIX = "/admin/stats/"
+AUTH_WARNING_EVERY_SECONDS = 300.0
 
 
 def endpoint_label(path: str) -> str:
@@ -34,56 +36,94 @@ def endpoint_label(path: str) -> str:
 
 
 class Poller:
-    """Owns the current snapshot; only ``poll`` replaces it, on the event loop's thread."""
+    """Owns the apps' jobs and the current snapshot, which only the event loop replaces."""
 
     def __init__(
         self,
-        apps: Iterable[AppConfig],
         client: StatsClient,
         zone: ZoneInfo,
+        interval: float,
+        deadline: float,
+        scheduler: AsyncIOScheduler | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._zone = zone
+        self._interval = interval
+        self._deadline = deadline
+        self._scheduler = scheduler
         self._clock = clock
-        self._snapshot = Snapshot(
-            frozen_map({app.name: AppSnapshot(app.name, app.dialog_types) for app in apps})
-        )
+        self._apps: dict[str, AppConfig] = {}
+        self._snapshot = Snapshot()
+        self._auth_warned_at: dict[str, float] = {}
+        self._ready = False
 
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def schedule(
-        self, scheduler: AsyncIOScheduler, apps: Iterable[AppConfig], interval: float
-    ) -> None:
-        """One job per app, the first run now."""
-        for app in apps:
-            scheduler.add_job(
+    @property
+    def ready(self) -> bool:
+        """Every app was polled once; stays true when a reload adds an app."""
+        self._ready = self._ready or self._snapshot.ready
+        return self._ready
+
+    def configure(self, apps: Iterable[AppConfig]) -> None:
+        """Poll these apps from now on; unchanged apps keep their schedule and values.
+
+        A new or changed app (a rotated key, another URL) is polled at once; a removed
+        one stops being polled and leaves ``/metrics``.
+        """
+        wanted = {app.name: app for app in apps}
+        for name in self._apps.keys() - wanted.keys():
+            if self._scheduler is not None:
+                self._scheduler.remove_job(name)
+            self._client.forget(name)
+            self._auth_warned_at.pop(name, None)
+        for name, app in wanted.items():
+            if self._scheduler is None or self._apps.get(name) == app:
+                continue
+            self._scheduler.add_job(
                 self.poll,
                 "interval",
                 args=[app],
-                seconds=interval,
-                id=app.name,
-                name=f"poll app {app.name}",
+                seconds=self._interval,
+                id=name,
+                name=f"poll app {name}",
+                replace_existing=True,
                 next_run_time=datetime.now(UTC),
                 max_instances=1,
                 coalesce=True,
                 # A run that starts late is still worth running, once.
-                misfire_grace_time=max(1, int(interval)),
+                misfire_grace_time=max(1, int(self._interval)),
             )
+        previous = self._snapshot.apps
+        self._apps = wanted
+        self._snapshot = Snapshot(
+            frozen_map(
+                {
+                    name: replace(previous[name], dialog_types=app.dialog_types)
+                    if name in previous
+                    else AppSnapshot(name, app.dialog_types)
+                    for name, app in wanted.items()
+                }
+            )
+        )
 
     async def poll(self, app: AppConfig) -> None:
         """Fetch every count of ``app`` and publish them; never raises."""
         started = time.perf_counter()
         today = local_day(self._clock(), self._zone)
-        start, end = day_bounds(today, self._zone)
+        yesterday = today - timedelta(days=1)
+        # One window for both days: yesterday's final count costs no extra request.
+        start, end = day_bounds(yesterday, self._zone)[0], day_bounds(today, self._zone)[1]
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
+        deadline = time.monotonic() + self._deadline
         try:
             results = await asyncio.gather(
-                *(self._client.total(app, kind) for kind in kinds),
-                *(self._client.per_day(app, kind, start, end) for kind in kinds),
+                *(self._client.total(app, kind, deadline=deadline) for kind in kinds),
+                *(self._client.per_day(app, kind, start, end, deadline=deadline) for kind in kinds),
                 return_exceptions=True,
             )
         except asyncio.CancelledError:
@@ -91,10 +131,13 @@ class Poller:
             log.debug("app %s: poll cancelled", app.name)
             return
         finished = self._clock()
+        if self._apps.get(app.name) != app:
+            return  # reconfigured while this poll ran: its answers belong to the old config
 
         previous = self._snapshot.apps[app.name]
         totals = dict(previous.totals)
         todays = dict(previous.today)
+        yesterdays = dict(previous.yesterday)
         outcomes: Counter[tuple[str, str]] = Counter(previous.requests)
         failures: list[tuple[str, BaseException]] = []
         for (kind, per_day), result in zip(wanted, results, strict=True):
@@ -108,6 +151,7 @@ class Poller:
             if isinstance(result, dict):
                 # A day absent from the answer had no activity: zero.
                 todays[kind] = Reading(result.get(today, 0), finished, today)
+                yesterdays[kind] = Reading(result.get(yesterday, 0), finished, yesterday)
             else:
                 totals[kind] = Reading(result, finished)
 
@@ -120,6 +164,7 @@ class Poller:
             dialog_types=app.dialog_types,
             totals=frozen_map(totals),
             today=frozen_map(todays),
+            yesterday=frozen_map(yesterdays),
             up=up,
             polled=True,
             last_success=finished if up else previous.last_success,
@@ -131,8 +176,8 @@ class Poller:
         # other apps, running on the same loop, cannot interleave here.
         self._snapshot = self._snapshot.with_app(current)
 
-    @staticmethod
     def _report(
+        self,
         app: AppConfig,
         was_up: bool,
         was_polled: bool,
@@ -140,10 +185,29 @@ class Poller:
         total: int,
     ) -> None:
         if not failures:
+            self._auth_warned_at.pop(app.name, None)
             if was_polled and not was_up:
                 log.info("app %s: poll succeeded again", app.name)
             return
         endpoint, error = failures[0]
+        rejected = next(
+            (e for _, e in failures if isinstance(e, APIStatusError) and e.status in (401, 403)),
+            None,
+        )
+        if rejected is not None:
+            # The same answer every poll until someone fixes the key or the plan: say it
+            # once, then remind now and then instead of every interval.
+            now = time.monotonic()
+            last = self._auth_warned_at.get(app.name)
+            if last is None or now - last >= AUTH_WARNING_EVERY_SECONDS:
+                self._auth_warned_at[app.name] = now
+                log.warning(
+                    "app %s: API key rejected (%s); check the key and that the account "
+                    "has the Admin API (Advanced plan or higher)",
+                    app.name,
+                    rejected.reason,
+                )
+            return
         reason = (
             error.reason if isinstance(error, APIError) else f"unexpected {type(error).__name__}"
         )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
@@ -22,6 +24,16 @@ log = logging.getLogger(__name__)
 class _QuietHandler(WSGIRequestHandler):
     """Sends wsgiref's per-request access log to debug logging instead of stderr."""
 
+    # A client that connects and goes silent must not hold its thread for ever.
+    timeout = 30
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.request, ssl.SSLSocket):
+            # The TLS handshake runs here, on this connection's own thread: done in
+            # accept(), one slow or hostile client would stall every other one.
+            self.request.do_handshake()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -30,6 +42,11 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     # Many scrapers (or benchmark clients) may connect at once.
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed handshake or a dropped connection is the client's business: one
+        # debug line, not a traceback on stderr.
+        log.debug("connection from %s failed: %s", client_address, sys.exc_info()[1])
 
 
 class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
@@ -52,11 +69,19 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 class RunningServer:
     """A WSGI server serving on a background thread until ``stop()``."""
 
-    def __init__(self, app: WSGIApp, host: str, port: int) -> None:
+    def __init__(
+        self, app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(
             host, port, app, server_class=server_class, handler_class=_QuietHandler
         )
+        self.scheme = "http"
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self._thread = threading.Thread(
             target=self._server.serve_forever, name=f"http-{port}", daemon=True
         )
@@ -73,7 +98,7 @@ class RunningServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -81,7 +106,7 @@ class RunningServer:
         self._thread.join(timeout=5)
 
 
-def serve(app: WSGIApp, address: str) -> RunningServer:
+def serve(app: WSGIApp, address: str, ssl_context: ssl.SSLContext | None = None) -> RunningServer:
     """Start serving ``app`` on ``address`` (``HOST:PORT``; port 0 picks a free port)."""
     host, port = parse_listen_address(address)
-    return RunningServer(app, host, port)
+    return RunningServer(app, host, port, ssl_context)

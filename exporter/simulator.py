@@ -390,7 +390,9 @@ class _Stats:
             self._by_path[path] += 1
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
-            self._recent.append({"path": path, "query": query, "key_ok": key_ok})
+            self._recent.append(
+                {"path": path, "query": query, "key_ok": key_ok, "time": time.time()}
+            )
 
     def end(self) -> None:
         with self._lock:

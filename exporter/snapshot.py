@@ -37,6 +37,7 @@ class AppSnapshot:
     dialog_types: tuple[int, ...]
     totals: Mapping[Kind, Reading] = field(default_factory=frozen_map)
     today: Mapping[Kind, Reading] = field(default_factory=frozen_map)
+    yesterday: Mapping[Kind, Reading] = field(default_factory=frozen_map)
     up: bool = False
     polled: bool = False  # a poll has finished, successful or not
     last_success: float | None = None

@@ -4,13 +4,51 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from exporter.simulator import Simulator, start_simulator
+from tests.pki import PKI, make_pki
+
 # A key that looks like nothing else in the output, so that finding it means a leak.
 SECRET_KEY = "sk-Zq7TgJ4wLp9XvN2sB6hR"
+OTHER_KEY = "sk-other-app-key-0001"
+
+
+def utc_day_start(now: float) -> float:
+    return datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0).timestamp()
+
+
+@pytest.fixture
+def simulator() -> Iterator[tuple[Simulator, str]]:
+    """The simulator over loopback HTTP, with no random history: only known activity."""
+    sim = Simulator(api_keys=[SECRET_KEY, OTHER_KEY], random_history=False)
+    server = start_simulator(sim)
+    yield sim, server.url
+    sim.set_faults()  # release a hanging request before stopping
+    server.stop()
+
+
+@pytest.fixture
+def history(simulator: tuple[Simulator, str]) -> dict[str, float]:
+    """Known activity: the tests' expected values are counted by hand from it.
+
+    SECRET_KEY: messages 9 all time, 4 today; dialogs broadcast 1/0, group 3/2,
+    private 5/5, public 0/0 (all time/today). OTHER_KEY: messages 17, 6 today.
+    """
+    sim, _ = simulator
+    now = time.time()
+    today, yesterday, long_ago = utc_day_start(now), utc_day_start(now) - 1, now - 10 * 86400
+    sim.add_events(SECRET_KEY, "messages", [long_ago] * 3 + [yesterday] * 2 + [today] * 4)
+    sim.add_events(SECRET_KEY, 1, [long_ago])
+    sim.add_events(SECRET_KEY, 2, [yesterday, today, today])
+    sim.add_events(SECRET_KEY, 3, [today] * 5)
+    sim.add_events(OTHER_KEY, "messages", [yesterday] * 11 + [today] * 6)
+    return {"today": today}
 
 
 @pytest.fixture
@@ -31,3 +69,8 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed: .ci/run must install it")
         pytest.skip(f"{name} is not installed (apt-get install prometheus)")
     return path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))

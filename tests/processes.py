@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 T = TypeVar("T")
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-LISTENING = re.compile(r"listening on (http://\S+?),")
+LISTENING = re.compile(r"listening on (https?://\S+?),")
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
@@ -46,8 +46,14 @@ class Exporter:
     """``python -m exporter`` on a free loopback port, its stderr collected line by line."""
 
     def __init__(
-        self, args: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        **http_options: Any,
     ):
+        """``http_options`` go to every httpx request (``verify``, ``cert``, ``auth``)."""
+        self.http_options = http_options
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
         command = [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1:0", *args]
         self.process = subprocess.Popen(
@@ -82,7 +88,7 @@ class Exporter:
         return "\n".join(self.lines)
 
     def get(self, path: str, **headers: str) -> httpx.Response:
-        return httpx.get(self.url + path, headers=headers, timeout=5)
+        return httpx.get(self.url + path, headers=headers, timeout=5, **self.http_options)
 
     def metrics(self) -> Samples:
         response = self.get("/metrics")
@@ -134,4 +140,21 @@ def run_exporter_once(
         text=True,
         timeout=30,
         check=False,
+    )
+
+
+def start_exporter(url: str, *args: str, key: str | None = None, **http_options: Any) -> Exporter:
+    """The exporter polling ``url`` every 0.3 s with ``key``, plus any other flags."""
+    return Exporter(
+        [
+            "--api-url",
+            url,
+            "--poll-interval-seconds",
+            "0.3",
+            "--request-timeout-seconds",
+            "1",
+            *args,
+        ],
+        env={"CONNECTYCUBE_API_KEY": key} if key else {},
+        **http_options,
     )

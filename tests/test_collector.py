@@ -127,3 +127,37 @@ def test_gauges_carry_no_total_suffix_and_build_info_is_one() -> None:
             assert not family.name.endswith("_total")
     [info] = [f for f in registry.collect() if f.name == "connectycube_exporter_build_info"]
     assert [s.value for s in info.samples] == [1]
+
+
+def test_yesterday_is_shown_only_while_it_is_the_previous_day() -> None:
+    app = AppSnapshot(
+        name="prod",
+        dialog_types=(2,),
+        yesterday=frozen_map(
+            {MESSAGES: Reading(40, NOW, date(2026, 3, 9)), 2: Reading(6, NOW, date(2026, 3, 9))}
+        ),
+    )
+    registry = registry_for(app)
+    assert value(registry, "connectycube_messages_sent_yesterday", app="prod") == 40
+    assert (
+        value(registry, "connectycube_dialogs_created_yesterday", app="prod", dialog_type="group")
+        == 6
+    )
+    next_day = datetime(2026, 3, 11, 0, 0, 1, tzinfo=ZONE).timestamp()
+    assert (
+        value(registry_for(app, now=next_day), "connectycube_messages_sent_yesterday", app="prod")
+        is None
+    )
+
+
+def test_counts_older_than_the_staleness_limit_are_dropped() -> None:
+    snapshot = Snapshot(frozen_map({"prod": healthy_app()}))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        StatsCollector(lambda: snapshot, ZONE, max_staleness=60, clock=lambda: NOW + 61)
+    )
+    assert value(registry, "connectycube_messages_sent", app="prod") is None
+    assert value(registry, "connectycube_up", app="prod") == 1  # health is never stale
+    fresh = CollectorRegistry(auto_describe=False)
+    fresh.register(StatsCollector(lambda: snapshot, ZONE, max_staleness=60, clock=lambda: NOW + 59))
+    assert value(fresh, "connectycube_messages_sent", app="prod") == 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -14,55 +15,14 @@ from pathlib import Path
 import pytest
 
 from exporter.simulator import Simulator, start_simulator
-from tests.conftest import SECRET_KEY, require_tool
-from tests.processes import Exporter, run_exporter_once
+from tests.conftest import OTHER_KEY, SECRET_KEY, require_tool
+from tests.processes import Exporter, run_exporter_once, start_exporter
 
 pytestmark = pytest.mark.slow
 
-OTHER_KEY = "sk-other-app-key-0001"
-DIALOG_LABELS = {1: "broadcast", 2: "group", 3: "private", 4: "public"}
 
-
-def utc_day_start(now: float) -> float:
-    return datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0).timestamp()
-
-
-@pytest.fixture
-def simulator() -> Iterator[tuple[Simulator, str]]:
-    sim = Simulator(api_keys=[SECRET_KEY, OTHER_KEY], random_history=False)
-    server = start_simulator(sim)
-    yield sim, server.url
-    sim.set_faults()  # release a hanging request before stopping
-    server.stop()
-
-
-@pytest.fixture
-def history(simulator: tuple[Simulator, str]) -> dict[str, float]:
-    """Known activity: the expected values below are counted by hand from it."""
-    sim, _ = simulator
-    now = time.time()
-    today, yesterday, long_ago = utc_day_start(now), utc_day_start(now) - 1, now - 10 * 86400
-    sim.add_events(SECRET_KEY, "messages", [long_ago] * 3 + [yesterday] * 2 + [today] * 4)
-    sim.add_events(SECRET_KEY, 1, [long_ago])
-    sim.add_events(SECRET_KEY, 2, [yesterday, today, today])
-    sim.add_events(SECRET_KEY, 3, [today] * 5)
-    sim.add_events(OTHER_KEY, "messages", [yesterday] * 11 + [today] * 6)
-    return {"today": today}
-
-
-def start(url: str, *args: str, key: str = SECRET_KEY, **env: str) -> Exporter:
-    return Exporter(
-        [
-            "--api-url",
-            url,
-            "--poll-interval-seconds",
-            "0.3",
-            "--request-timeout-seconds",
-            "1",
-            *args,
-        ],
-        env={"CONNECTYCUBE_API_KEY": key, **env},
-    )
+def start(url: str, *args: str, key: str = SECRET_KEY) -> Exporter:
+    return start_exporter(url, *args, key=key)
 
 
 @pytest.fixture
@@ -81,6 +41,9 @@ def test_serves_exact_counts(exporter: Exporter) -> None:
 
     assert value("connectycube_messages_sent") == 9
     assert value("connectycube_messages_sent_today") == 4
+    assert value("connectycube_messages_sent_yesterday") == 2
+    assert value("connectycube_dialogs_created_yesterday", dialog_type="group") == 1
+    assert value("connectycube_dialogs_created_yesterday", dialog_type="private") == 0
     expected = {"broadcast": (1, 0), "group": (3, 2), "private": (5, 5), "public": (0, 0)}
     for label, (total, today) in expected.items():
         assert value("connectycube_dialogs_created", dialog_type=label) == total
@@ -123,71 +86,10 @@ def test_one_poll_is_ten_requests_with_bracketed_types(
     per_day = [r["query"] for r in stats["recent"] if r["path"].endswith("-per-day")]
     for query in per_day:
         start_date, end_date = (int(v) for v in re.findall(r"_date=(\d+)", query))
+        # Yesterday and today, in UTC: [yesterday 00:00, tomorrow 00:00).
         assert start_date % 86400 == 0
-        assert end_date - start_date == 86400
-
-
-FAULTS = [
-    pytest.param({"status": 500}, "http_error", "messages/sent-total: HTTP 500", id="500"),
-    pytest.param(
-        {"status": 503, "retry_after": "1"}, "http_error", "HTTP 503: simulated error", id="503"
-    ),
-    pytest.param({"status": 422}, "http_error", "HTTP 422", id="422"),
-    pytest.param({"body": "garbage"}, "invalid_response", "answer is not JSON", id="garbage"),
-    pytest.param({"body": "truncated"}, "invalid_response", "answer is not JSON", id="truncated"),
-    pytest.param(
-        {"body": "wrong_shape"}, "invalid_response", 'expected an object with "total"', id="shape"
-    ),
-    pytest.param({"body": "negative"}, "invalid_response", "count -5 is negative", id="negative"),
-    pytest.param({"body": "float"}, "invalid_response", "is not an integer", id="float"),
-    pytest.param(
-        {"body": "bad_date_key"},
-        "invalid_response",
-        "messages/sent-per-day: key 'not-a-date' is not a YYYY-MM-DD date",
-        id="date-key",
-    ),
-    pytest.param({"latency": 3}, "timeout", "messages/sent-total: timed out", id="timeout"),
-]
-
-
-@pytest.mark.parametrize(("fault", "outcome", "logged"), FAULTS)
-def test_a_failed_poll_keeps_the_last_values_and_recovers(
-    exporter: Exporter,
-    simulator: tuple[Simulator, str],
-    fault: dict,
-    outcome: str,
-    logged: str,
-) -> None:
-    sim, _ = simulator
-    before = exporter.metrics()
-    last_success = before[
-        ("connectycube_last_success_timestamp_seconds", frozenset({("app", "default")}))
-    ]
-    sim.set_faults(**fault)
-    exporter.wait_for_value("connectycube_up", 0, app="default")
-    line = exporter.wait_for_log(r"app default: poll failed, \d+ of 10 requests failed")
-    assert logged in line
-    time.sleep(0.7)  # more polls fail meanwhile
-    during = exporter.metrics()
-    for key in before:
-        if key[0].startswith(("connectycube_messages", "connectycube_dialogs")):
-            assert during[key] == before[key], key  # last good values stay
-    assert during[key_of("connectycube_last_success_timestamp_seconds")] == last_success
-    errors = [
-        v
-        for (name, labels), v in during.items()
-        if name == "connectycube_api_requests_total" and ("outcome", outcome) in labels
-    ]
-    assert sum(errors) > 0
-    assert during[key_of("connectycube_polls_total", outcome="failure")] >= 1
-
-    sim.set_faults()
-    exporter.wait_for_value("connectycube_up", 1, app="default", timeout=15)
-    assert (
-        exporter.value("connectycube_last_success_timestamp_seconds", app="default") > last_success
-    )
-    exporter.wait_for_log("app default: poll succeeded again")
-    assert exporter.process.poll() is None
+        assert end_date - start_date == 2 * 86400
+        assert start_date < time.time() - 86400 < time.time() < end_date
 
 
 def key_of(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
@@ -202,7 +104,10 @@ def test_api_unreachable_then_back(simulator: tuple[Simulator, str], history: di
         process.wait_for_value("connectycube_up", 1, app="default")
         server.stop()
         process.wait_for_value("connectycube_up", 0, app="default")
-        assert "ConnectError" in process.wait_for_log("poll failed")
+        # A pooled connection may see the server go as a read error rather than a refusal.
+        assert re.search(
+            r"(ConnectError|ReadError|RemoteProtocolError)", process.wait_for_log("poll failed")
+        )
         assert process.value("connectycube_messages_sent", app="default") == 9
         errors = process.value(
             "connectycube_api_requests_total",
@@ -220,7 +125,7 @@ def test_rejected_key_is_down_and_named(simulator: tuple[Simulator, str]) -> Non
     process = start(simulator[1], key="sk-not-known-to-the-api")
     try:
         process.wait_for_value("connectycube_up", 0, app="default")
-        line = process.wait_for_log("poll failed")
+        line = process.wait_for_log("API key rejected")
         assert "app default" in line
         assert "HTTP 401" in line
         assert process.value("connectycube_messages_sent", app="default") is None
@@ -372,10 +277,9 @@ def test_json_logs_are_one_object_per_line(simulator: tuple[Simulator, str]) -> 
         process.wait_for_log('"level": "WARNING"')
     finally:
         process.stop()
-    import json
 
     entries = [json.loads(line) for line in process.lines]
-    assert any("poll failed" in entry["message"] for entry in entries)
+    assert any("API key rejected" in entry["message"] for entry in entries)
 
 
 def test_demo_needs_no_account() -> None:
