@@ -1,0 +1,359 @@
+"""A hostile API and network: every fault, retries, Retry-After, deadlines and caps.
+
+Each test runs the real exporter process against the simulator over loopback HTTP.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator import Simulator, start_simulator
+from tests.conftest import OTHER_KEY, SECRET_KEY
+from tests.processes import Exporter, start_exporter
+
+pytestmark = pytest.mark.slow
+
+APP = {"app": "default"}
+# One poll a second, a 0.9 s deadline and 0.4 s per attempt: room for a retry or two.
+TIMING = (
+    "--poll-interval-seconds",
+    "1",
+    "--poll-timeout-seconds",
+    "0.9",
+    "--request-timeout-seconds",
+    "0.4",
+)
+
+
+@pytest.fixture
+def exporter(simulator: tuple[Simulator, str], history: dict[str, float]) -> Iterator[Exporter]:
+    process = start_exporter(simulator[1], *TIMING, key=SECRET_KEY)
+    process.wait_for_value("connectycube_up", 1, **APP)
+    yield process
+    process.stop()
+
+
+def requests_per_call(sim: Simulator, since: float, until: float) -> Counter[tuple[str, str]]:
+    """How often each (endpoint, query) was asked for in a time window."""
+    return Counter(
+        (r["path"], r["query"]) for r in sim.stats()["recent"] if since <= r["time"] < until
+    )
+
+
+def first_request_time(sim: Simulator) -> float:
+    return min(r["time"] for r in sim.stats()["recent"])
+
+
+def counts(exporter: Exporter) -> dict:
+    return {
+        key: value
+        for key, value in exporter.metrics().items()
+        if key[0].startswith(("connectycube_messages", "connectycube_dialogs"))
+    }
+
+
+def errors(exporter: Exporter, outcome: str) -> float:
+    return sum(
+        value
+        for (name, labels), value in exporter.metrics().items()
+        if name == "connectycube_api_requests_total" and ("outcome", outcome) in labels
+    )
+
+
+# fault, outcome counted, words in the log line, retried
+FAULTS = [
+    pytest.param({"status": 429}, "http_error", "HTTP 429", True, id="429"),
+    pytest.param({"status": 500}, "http_error", "HTTP 500: simulated error", True, id="500"),
+    pytest.param({"status": 502}, "http_error", "HTTP 502", True, id="502"),
+    pytest.param({"status": 503}, "http_error", "HTTP 503", True, id="503"),
+    pytest.param({"status": 504}, "http_error", "HTTP 504", True, id="504"),
+    pytest.param({"status": 400}, "http_error", "HTTP 400", False, id="400"),
+    pytest.param({"status": 404}, "http_error", "HTTP 404", False, id="404"),
+    pytest.param({"status": 422}, "http_error", "HTTP 422", False, id="422"),
+    pytest.param({"body": "reset"}, "connection_error", "RemoteProtocolError", True, id="reset"),
+    pytest.param({"body": "hang"}, "timeout", "timed out", True, id="never-answers"),
+    pytest.param({"body": "trickle"}, "timeout", "timed out", True, id="trickle"),
+    pytest.param(
+        {"body": "huge", "huge_mb": 50},
+        "invalid_response",
+        "answer is larger than 1048576 bytes",
+        False,
+        id="50MB-body",
+    ),
+    pytest.param({"body": "garbage"}, "invalid_response", "answer is not JSON", False, id="html"),
+    pytest.param(
+        {"body": "truncated"}, "invalid_response", "answer is not JSON", False, id="truncated"
+    ),
+    pytest.param(
+        {"body": "wrong_shape"},
+        "invalid_response",
+        'expected an object with "total"',
+        False,
+        id="wrong-shape",
+    ),
+    pytest.param({"body": "negative"}, "invalid_response", "is negative", False, id="negative"),
+    pytest.param({"body": "float"}, "invalid_response", "is not an integer", False, id="float"),
+    pytest.param(
+        {"body": "bad_date_key"},
+        "invalid_response",
+        "key 'not-a-date' is not a YYYY-MM-DD date",
+        False,
+        id="date-key",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fault", "outcome", "logged", "retried"), FAULTS)
+def test_fault(
+    exporter: Exporter,
+    simulator: tuple[Simulator, str],
+    fault: dict,
+    outcome: str,
+    logged: str,
+    retried: bool,
+) -> None:
+    sim, _ = simulator
+    before = counts(exporter)
+    last_success = exporter.value("connectycube_last_success_timestamp_seconds", **APP)
+    sim.reset_stats()
+    sim.set_faults(**fault)
+
+    exporter.wait_for_value("connectycube_up", 0, **APP)
+    line = exporter.wait_for_log(r"app default: poll failed, \d+ of 10 requests failed")
+    assert logged in line
+    assert errors(exporter, outcome) > 0
+    assert counts(exporter) == before  # the last good values stay
+    assert exporter.value("connectycube_last_success_timestamp_seconds", **APP) == last_success
+
+    # The first failing poll: transient failures are retried, at most twice; others never.
+    start = first_request_time(sim)
+    asked = requests_per_call(sim, start, start + 0.9)
+    assert len(asked) == 10
+    if retried:
+        assert max(asked.values()) >= 2
+        assert max(asked.values()) <= 3
+    else:
+        assert set(asked.values()) == {1}
+
+    sim.set_faults()
+    exporter.wait_for_value("connectycube_up", 1, timeout=15, **APP)
+    exporter.wait_for_log("app default: poll succeeded again")
+    assert exporter.value("connectycube_last_success_timestamp_seconds", **APP) > last_success
+    assert exporter.process.poll() is None
+
+
+def test_connection_refused_then_back(simulator: tuple[Simulator, str], history: dict) -> None:
+    sim, _ = simulator
+    server = start_simulator(sim)
+    port = server.port
+    process = start_exporter(server.url, *TIMING, key=SECRET_KEY)
+    try:
+        process.wait_for_value("connectycube_up", 1, **APP)
+        server.stop()
+        process.wait_for_value("connectycube_up", 0, **APP)
+        process.wait_for_log("poll failed")
+        assert errors(process, "connection_error") > 0
+        assert process.value("connectycube_messages_sent", **APP) == 9
+        server = start_simulator(sim, f"127.0.0.1:{port}")
+        process.wait_for_value("connectycube_up", 1, timeout=15, **APP)
+    finally:
+        process.stop()
+        server.stop()
+
+
+def test_empty_per_day_answer_is_zero_not_a_failure(
+    exporter: Exporter, simulator: tuple[Simulator, str]
+) -> None:
+    sim, _ = simulator
+    sim.set_faults(body="empty")
+    exporter.wait_for_value("connectycube_messages_sent_today", 0, **APP)
+    assert exporter.value("connectycube_up", **APP) == 1
+    assert exporter.value("connectycube_messages_sent", **APP) == 9
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_retry_after_holds_every_request_to_the_app(
+    exporter: Exporter, simulator: tuple[Simulator, str], form: str
+) -> None:
+    sim, _ = simulator
+    pause = 3.0
+    value = "3" if form == "seconds" else formatdate(time.time() + pause + 1, usegmt=True)
+    sim.reset_stats()
+    sim.set_faults(status=429, retry_after=value, count=1)
+    exporter.wait_for_value("connectycube_up", 0, **APP)
+    [limited] = [r for r in sim.stats()["recent"] if r["time"] == first_request_time(sim)]
+    asked_at = limited["time"]
+    # Requests of that poll already on the wire may still arrive; nothing after them.
+    exporter.wait_for_value("connectycube_up", 1, timeout=15, **APP)
+    later = sorted(r["time"] for r in sim.stats()["recent"] if r["time"] > asked_at + 0.2)
+    assert later
+    # Seconds count from the answer; a date names its moment (to the second).
+    hold_until = asked_at + pause if form == "seconds" else parsedate_to_datetime(value).timestamp()
+    assert later[0] >= hold_until - 0.1
+    assert errors(exporter, "rate_limited") > 0  # polls in the pause sent nothing
+
+
+def test_rejected_key_is_said_once_not_every_poll(simulator: tuple[Simulator, str]) -> None:
+    sim, url = simulator
+    process = start_exporter(url, key="sk-revoked-key")
+    try:
+        process.wait_for_value("connectycube_polls_total", 5, timeout=10, outcome="failure", **APP)
+        stats = sim.stats()
+    finally:
+        process.stop()
+    rejected = [line for line in process.lines if "API key rejected" in line]
+    assert len(rejected) == 1
+    assert "app default" in rejected[0]
+    assert "HTTP 401" in rejected[0]
+    assert "poll failed" not in process.logs
+    # Never retried: ten requests a poll.
+    assert stats["requests"] % 10 == 0
+
+
+def test_slow_api_never_piles_up_requests(simulator: tuple[Simulator, str], history: dict) -> None:
+    sim, url = simulator
+    process = start_exporter(
+        url,
+        "--poll-interval-seconds",
+        "0.5",
+        "--poll-timeout-seconds",
+        "0.45",
+        "--request-timeout-seconds",
+        "30",
+        key=SECRET_KEY,
+    )
+    try:
+        process.wait_for_value("connectycube_up", 1, **APP)
+        proc = Path(f"/proc/{process.process.pid}")
+        fds_before = len(list((proc / "fd").iterdir()))
+        sim.set_faults(latency=5)
+        process.wait_for_value("connectycube_polls_total", 4, timeout=15, outcome="failure", **APP)
+        assert "timed out after" in process.wait_for_log("poll failed")
+        # Each poll gives up at its deadline and closes its connections: the simulator
+        # still sleeps on them, but the exporter holds no more than one poll's worth.
+        assert len(list((proc / "fd").iterdir())) <= fds_before + 10
+        assert len(list((proc / "task").iterdir())) < 20
+        assert "maximum number of running instances" not in process.logs
+    finally:
+        sim.set_faults()
+        process.stop()
+
+
+def test_requests_in_flight_are_capped_across_apps(tmp_path: Path) -> None:
+    sim = Simulator(key_prefix="sk-app-", random_history=False)
+    server = start_simulator(sim)
+    config = tmp_path / "apps.yml"
+    config.write_text(
+        "apps:\n" + "".join(f"  - name: app{i}\n    api_key: sk-app-{i}\n" for i in range(6))
+    )
+    sim.set_faults(latency=0.2)
+    process = start_exporter(
+        server.url,
+        "--config-file",
+        str(config),
+        "--max-concurrent-requests",
+        "4",
+        "--poll-interval-seconds",
+        "5",
+        "--request-timeout-seconds",
+        "2",
+    )
+    try:
+        for i in range(6):
+            process.wait_for_value("connectycube_up", 1, timeout=20, app=f"app{i}")
+        assert sim.stats()["peak_in_flight"] == 4
+    finally:
+        process.stop()
+        sim.set_faults()
+        server.stop()
+
+
+def test_stale_counts_leave_a_gap(simulator: tuple[Simulator, str], history: dict) -> None:
+    sim, url = simulator
+    process = start_exporter(url, "--max-staleness-seconds", "1.5", key=SECRET_KEY)
+    try:
+        process.wait_for_value("connectycube_messages_sent", 9, **APP)
+        sim.set_faults(status=500)
+        process.wait_for_value("connectycube_up", 0, **APP)
+        assert process.value("connectycube_messages_sent", **APP) == 9  # a blip: still shown
+        process.wait_for_value("connectycube_messages_sent", None, timeout=5, **APP)
+        assert process.value("connectycube_messages_sent_today", **APP) is None
+        assert process.value("connectycube_up", **APP) == 0
+        sim.set_faults()
+        process.wait_for_value("connectycube_messages_sent", 9, **APP)
+    finally:
+        process.stop()
+
+
+def write_apps(path: Path, apps: dict[str, str]) -> None:
+    path.write_text(
+        "apps:\n" + "".join(f"  - name: {name}\n    api_key: {key}\n" for name, key in apps.items())
+    )
+
+
+def test_sighup_reloads_apps_and_keeps_unchanged_ones(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    _sim, url = simulator
+    config = tmp_path / "apps.yml"
+    write_apps(config, {"prod": SECRET_KEY, "staging": "sk-not-yet-valid"})
+    process = start_exporter(url, "--config-file", str(config))
+    try:
+        process.wait_for_value("connectycube_up", 1, app="prod")
+        process.wait_for_value("connectycube_up", 0, app="staging")
+        polls_before = process.value("connectycube_polls_total", app="prod", outcome="success")
+
+        # staging's key rotated, qa added; prod unchanged.
+        write_apps(config, {"prod": SECRET_KEY, "staging": OTHER_KEY, "qa": OTHER_KEY})
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: polling 3 app")
+        process.wait_for_value("connectycube_up", 1, app="staging")
+        process.wait_for_value("connectycube_messages_sent", 17, app="qa")
+        # prod kept its values and its counters: nothing was dropped or restarted.
+        assert process.value("connectycube_messages_sent", app="prod") == 9
+        assert process.value("connectycube_polls_total", app="prod", outcome="success") >= (
+            polls_before
+        )
+
+        write_apps(config, {"prod": SECRET_KEY})
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: polling 1 app")
+        apps = {
+            dict(labels).get("app")
+            for (name, labels) in process.metrics()
+            if name == "connectycube_up"
+        }
+        assert apps == {"prod"}
+    finally:
+        assert process.stop() == 0
+
+
+def test_sighup_with_an_invalid_file_keeps_the_running_config(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    _sim, url = simulator
+    config = tmp_path / "apps.yml"
+    write_apps(config, {"prod": SECRET_KEY})
+    process = start_exporter(url, "--config-file", str(config))
+    try:
+        process.wait_for_value("connectycube_up", 1, app="prod")
+        config.write_text("apps:\n  - name: prod\n    api_key: [\n")
+        process.process.send_signal(signal.SIGHUP)
+        line = process.wait_for_log("reload failed")
+        assert "the running configuration stays" in line
+        assert "CONNECTYCUBE_CONFIG_FILE" in line
+        assert SECRET_KEY not in process.logs
+        polls = process.value("connectycube_polls_total", app="prod", outcome="success")
+        process.wait_for_value(
+            "connectycube_polls_total", polls + 2, timeout=5, app="prod", outcome="success"
+        )
+        assert process.value("connectycube_up", app="prod") == 1
+    finally:
+        assert process.stop() == 0
