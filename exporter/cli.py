@@ -18,6 +18,7 @@ from exporter.webconfig import WebConfigError, load_web_config
 
 PROG = "connectycube-exporter"
 DEMO_KEY = "demo-key"
+BACKFILL = "backfill"
 
 
 def _shown(default: Any) -> str:
@@ -26,15 +27,8 @@ def _shown(default: Any) -> str:
     return "none" if default is None else str(default)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Prometheus exporter for the ConnectyCube Admin Statistics API.",
-        epilog=(
-            "Every flag can also be given as the environment variable shown, or in a .env "
-            "file in the working directory; a flag wins over the environment."
-        ),
-    )
+def add_settings_arguments(parser: argparse._ActionsContainer) -> None:
+    """One flag per setting; shared by the daemon and ``backfill``."""
     for name, field in Settings.model_fields.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}",
@@ -43,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help=f"{field.description} (env {env_name(name)}; default: {_shown(field.default)})",
         )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prometheus exporter for the ConnectyCube Admin Statistics API.",
+        epilog=(
+            "Every flag can also be given as the environment variable shown, or in a .env "
+            "file in the working directory; a flag wins over the environment. "
+            f"To load past days into Prometheus: {PROG} {BACKFILL} --help."
+        ),
+    )
+    add_settings_arguments(parser)
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -69,6 +76,13 @@ def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    # A subcommand only as the first word: any other command line runs the daemon as ever.
+    if argv[:1] == [BACKFILL]:
+        from exporter.backfill import main as backfill  # the daemon never needs it
+
+        return backfill(argv[1:])
     args = build_parser().parse_args(argv)
     overrides = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
     try:

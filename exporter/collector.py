@@ -1,25 +1,23 @@
-"""Turns the current snapshot into Prometheus metric families, fresh on every collect.
+"""What /metrics says about a snapshot: the metric families and each app's samples.
 
-Nothing is kept between scrapes, so an app or a dialog type that is gone from the
-snapshot is gone from ``/metrics`` too, and one scrape never mixes two polls.
+``app_samples`` decides, for one app, which samples are shown and until when that
+answer holds; ``exposition.Exposition`` renders them. Everything comes from the
+snapshot of the moment, nothing from earlier ones: an app or a dialog type that is gone
+from the snapshot is gone from ``/metrics`` too, and one scrape never mixes two polls.
 """
 
 from __future__ import annotations
 
 import platform
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.client import MESSAGES, Kind
-from exporter.days import local_day
-from exporter.snapshot import Snapshot
+from exporter.days import day_start, local_day
+from exporter.snapshot import AppSnapshot
 
 DIALOG_TYPE_NAMES = {1: "broadcast", 2: "group", 3: "private", 4: "public", 5: "meeting"}
 
@@ -29,131 +27,64 @@ def dialog_type_label(code: int) -> str:
     return DIALOG_TYPE_NAMES.get(code, str(code))
 
 
-class StatsCollector(Collector):
-    def __init__(
-        self,
-        snapshot: Callable[[], Snapshot],
-        zone: ZoneInfo,
-        max_staleness: float = float("inf"),
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._snapshot = snapshot
-        self._zone = zone
-        self._max_staleness = max_staleness
-        self._clock = clock
-
-    def describe(self) -> list[Metric]:
-        # Registering must not collect: the families are only known from a snapshot.
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        snapshot = self._snapshot()
-        now = self._clock()
-        today = local_day(now, self._zone)
-        oldest = now - self._max_staleness
-
-        counts = {spec: _family(spec) for spec in COUNTS}
-        up, last_success, poll_duration = (
-            GaugeMetricFamily(name, help_text, labels=["app"])
-            for name, help_text in (
-                ("connectycube_up", "1 if the last poll of the app fully succeeded, else 0."),
-                (
-                    "connectycube_last_success_timestamp_seconds",
-                    "Unix time at which the last fully successful poll of the app finished.",
-                ),
-                ("connectycube_poll_duration_seconds", "Wall time the last poll of the app took."),
-            )
-        )
-        polls = CounterMetricFamily(
-            "connectycube_polls",
-            "Polls of the app by outcome (success, failure).",
-            labels=["app", "outcome"],
-        )
-        requests = CounterMetricFamily(
-            "connectycube_api_requests",
-            "Requests to the ConnectyCube API by endpoint and outcome (success, http_error, "
-            "timeout, connection_error, invalid_response, rate_limited, error).",
-            labels=["app", "endpoint", "outcome"],
-        )
-
-        for app in snapshot.apps.values():
-            for spec, family in counts.items():
-                readings = getattr(app, spec.source)
-                kinds: tuple[Kind, ...] = app.dialog_types if spec.by_dialog_type else (MESSAGES,)
-                day = None if spec.days_ago is None else today - timedelta(days=spec.days_ago)
-                for kind in kinds:
-                    reading = readings.get(kind)
-                    # A count not refreshed for too long, or for another day than the one
-                    # the metric is about, would be silently wrong: leave a gap instead.
-                    if reading is None or reading.fetched_at < oldest or reading.day != day:
-                        continue
-                    labels = (
-                        [app.name] if kind == MESSAGES else [app.name, dialog_type_label(int(kind))]
-                    )
-                    family.add_metric(labels, reading.value)
-            up.add_metric([app.name], 1 if app.up else 0)
-            if app.last_success is not None:
-                last_success.add_metric([app.name], app.last_success)
-            if app.last_poll_duration is not None:
-                poll_duration.add_metric([app.name], app.last_poll_duration)
-            for outcome, count in sorted(app.polls.items()):
-                polls.add_metric([app.name, outcome], count)
-            for (endpoint, outcome), count in sorted(app.requests.items()):
-                requests.add_metric([app.name, endpoint, outcome], count)
-
-        build_info = GaugeMetricFamily(
-            "connectycube_exporter_build_info",
-            "Version of the exporter and of Python, always 1.",
-            labels=["version", "python_version"],
-        )
-        build_info.add_metric([__version__, platform.python_version()], 1)
-
-        yield from counts.values()
-        yield from (up, last_success, poll_duration, polls, requests, build_info)
-
-
 @dataclass(frozen=True)
-class CountMetric:
-    """A family of counts: where in an ``AppSnapshot`` it comes from, and for which day."""
+class Family:
+    """One metric family; for a counter, ``name`` is without the ``_total`` suffix.
+
+    Label names are in sorted order, the order in which prometheus_client writes them.
+    """
 
     name: str
     help: str
-    source: str  # "totals", "today" or "yesterday"
+    type: Literal["gauge", "counter"]
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Count:
+    """A family of counts: where in an ``AppSnapshot`` it comes from, and for which day."""
+
+    family: Family
+    source: Literal["totals", "today", "yesterday"]
     days_ago: int | None  # the day a per-day count must belong to; None for all time
-    by_dialog_type: bool
+
+
+def _count(name: str, help_text: str, source: str, days_ago: int | None, typed: bool) -> Count:
+    labels = ("app", "dialog_type") if typed else ("app",)
+    return Count(Family(name, help_text, "gauge", labels), source, days_ago)  # type: ignore[arg-type]
 
 
 COUNTS = (
-    CountMetric("connectycube_messages_sent", "Messages sent, all time.", "totals", None, False),
-    CountMetric(
+    _count("connectycube_messages_sent", "Messages sent, all time.", "totals", None, False),
+    _count(
         "connectycube_messages_sent_today",
         "Messages sent so far on the current day, in the configured time zone.",
         "today",
         0,
         False,
     ),
-    CountMetric(
+    _count(
         "connectycube_messages_sent_yesterday",
         "Messages sent on the previous day, in the configured time zone.",
         "yesterday",
         1,
         False,
     ),
-    CountMetric(
+    _count(
         "connectycube_dialogs_created",
         "Dialogs created, all time, by dialog type.",
         "totals",
         None,
         True,
     ),
-    CountMetric(
+    _count(
         "connectycube_dialogs_created_today",
         "Dialogs created so far on the current day, by dialog type.",
         "today",
         0,
         True,
     ),
-    CountMetric(
+    _count(
         "connectycube_dialogs_created_yesterday",
         "Dialogs created on the previous day, by dialog type.",
         "yesterday",
@@ -161,8 +92,95 @@ COUNTS = (
         True,
     ),
 )
+UP = Family(
+    "connectycube_up", "1 if the last poll of the app fully succeeded, else 0.", "gauge", ("app",)
+)
+LAST_SUCCESS = Family(
+    "connectycube_last_success_timestamp_seconds",
+    "Unix time at which the last fully successful poll of the app finished.",
+    "gauge",
+    ("app",),
+)
+POLL_DURATION = Family(
+    "connectycube_poll_duration_seconds",
+    "Wall time the last poll of the app took.",
+    "gauge",
+    ("app",),
+)
+POLLS = Family(
+    "connectycube_polls",
+    "Polls of the app by outcome (success, failure).",
+    "counter",
+    ("app", "outcome"),
+)
+REQUESTS = Family(
+    "connectycube_api_requests",
+    "Requests to the ConnectyCube API by endpoint and outcome (success, http_error, "
+    "timeout, connection_error, invalid_response, rate_limited, error).",
+    "counter",
+    ("app", "endpoint", "outcome"),
+)
+BUILD_INFO = Family(
+    "connectycube_exporter_build_info",
+    "Version of the exporter and of Python, always 1.",
+    "gauge",
+    ("python_version", "version"),
+)
+# Per-app families, in the order /metrics shows them.
+APP_FAMILIES: tuple[Family, ...] = (
+    *(count.family for count in COUNTS),
+    UP,
+    LAST_SUCCESS,
+    POLL_DURATION,
+    POLLS,
+    REQUESTS,
+)
+BUILD_INFO_SAMPLE = ((platform.python_version(), __version__), 1.0)
+
+Sample = tuple[int, tuple[str, ...], float]  # index into APP_FAMILIES, label values, value
 
 
-def _family(spec: CountMetric) -> GaugeMetricFamily:
-    labels = ["app", "dialog_type"] if spec.by_dialog_type else ["app"]
-    return GaugeMetricFamily(spec.name, spec.help, labels=labels)
+@dataclass(frozen=True)
+class View:
+    """What one moment shows of the snapshot: the day, and counts not older than this."""
+
+    today: date
+    oldest: float  # a count fetched before this is stale
+    max_staleness: float
+    next_midnight: float  # when ``today`` ends
+
+    @classmethod
+    def at(cls, now: float, zone: ZoneInfo, max_staleness: float) -> View:
+        today = local_day(now, zone)
+        tomorrow = day_start(today + timedelta(days=1), zone)
+        return cls(today, now - max_staleness, max_staleness, tomorrow)
+
+
+def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:
+    """The samples of one app, and the time until which they stay the same."""
+    samples: list[Sample] = []
+    expires = view.next_midnight
+    for index, count in enumerate(COUNTS):
+        readings = getattr(app, count.source)
+        kinds: tuple[Kind, ...] = app.dialog_types if len(count.family.labels) == 2 else (MESSAGES,)
+        day = None if count.days_ago is None else view.today - timedelta(days=count.days_ago)
+        for kind in kinds:
+            reading = readings.get(kind)
+            # A count not refreshed for too long, or for another day than the one the
+            # metric is about, would be silently wrong: leave a gap instead.
+            if reading is None or reading.fetched_at < view.oldest or reading.day != day:
+                continue
+            expires = min(expires, reading.fetched_at + view.max_staleness)
+            labels = (app.name,) if kind == MESSAGES else (app.name, dialog_type_label(int(kind)))
+            samples.append((index, labels, float(reading.value)))
+    base = len(COUNTS)
+    samples.append((base, (app.name,), 1.0 if app.up else 0.0))
+    if app.last_success is not None:
+        samples.append((base + 1, (app.name,), app.last_success))
+    if app.last_poll_duration is not None:
+        samples.append((base + 2, (app.name,), app.last_poll_duration))
+    for outcome, number in sorted(app.polls.items()):
+        samples.append((base + 3, (app.name, outcome), float(number)))
+    for (endpoint, outcome), number in sorted(app.requests.items()):
+        samples.append((base + 4, (app.name, endpoint, outcome), float(number)))
+    return samples, expires

@@ -19,21 +19,19 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.client import ClientLimits, StatsClient
-from exporter.collector import StatsCollector
 from exporter.config import AppConfig, ConfigError, Settings, env_name
+from exporter.exposition import Exposition
 from exporter.http import create_app
 from exporter.poller import Poller
 from exporter.server import serve
-from exporter.snapshot import Snapshot
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
 
-def build_registry(snapshot: Callable[[], Snapshot], settings: Settings) -> CollectorRegistry:
-    """The exporter's own metrics, plus the usual process, platform and GC ones."""
+def process_metrics() -> CollectorRegistry:
+    """The usual process, platform and GC metrics, rendered fresh on every scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(snapshot, settings.zone, settings.max_staleness))
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry
@@ -77,10 +75,12 @@ async def run(
             deadline=settings.poll_deadline,
             scheduler=scheduler,
         )
-        registry = build_registry(lambda: poller.snapshot, settings)
+        exposition = Exposition(
+            lambda: poller.snapshot, settings.zone, settings.max_staleness, process_metrics()
+        )
         try:
             server = serve(
-                create_app(registry, lambda: poller.ready, web_config),
+                create_app(exposition.render, lambda: poller.ready, web_config),
                 settings.listen_address,
                 web_config.ssl_context,
             )

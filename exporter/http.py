@@ -6,13 +6,11 @@ ConnectyCube API, so a scrape costs the same whatever the API is doing.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterable
 from html import escape
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import __version__
 from exporter.webconfig import WebConfig
@@ -40,25 +38,26 @@ OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
 
 def create_app(
-    registry: CollectorRegistry,
+    render: Callable[[bool, bool], bytes],
     is_ready: Callable[[], bool],
     web_config: WebConfig | None = None,
 ) -> Callable[..., Any]:
     """The WSGI app: ``/metrics``, ``/``, ``/-/healthy``, ``/-/ready``; 404 for the rest.
 
-    With basic auth users in ``web_config``, every path but the probes needs them.
+    ``render(openmetrics, gzip)`` gives the /metrics body. With basic auth users in
+    ``web_config``, every path but the probes needs them.
     """
     web = web_config or WebConfig(None, {}, ())
     landing = LANDING_PAGE.format(version=escape(__version__)).encode()
 
     def metrics(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(registry)
-        headers = [("Content-Type", content_type)]
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=1)
+        _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        compress = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
+        if compress:
             headers.append(("Content-Encoding", "gzip"))
-        return "200 OK", headers, body
+        return "200 OK", headers, render(openmetrics, compress)
 
     def ready(_: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
         if is_ready():

@@ -1,27 +1,47 @@
-"""From a snapshot to metric families: names, labels, and what is left out."""
+"""From a snapshot to /metrics: names, labels, what is left out, and the rendering."""
 
 from __future__ import annotations
 
+import gzip
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
 
 from exporter.client import MESSAGES
-from exporter.collector import StatsCollector
+from exporter.collector import APP_FAMILIES, BUILD_INFO, BUILD_INFO_SAMPLE, View, app_samples
+from exporter.exposition import Exposition
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
+from tests.processes import Samples, parse_metrics
 
 ZONE = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=ZONE).timestamp()
 TODAY = date(2026, 3, 10)
 
 
-def registry_for(*apps: AppSnapshot, now: float = NOW) -> CollectorRegistry:
-    snapshot = Snapshot(frozen_map({app.name: app for app in apps}))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(lambda: snapshot, ZONE, clock=lambda: now))
-    return registry
+def snapshot_of(*apps: AppSnapshot) -> Snapshot:
+    return Snapshot(frozen_map({app.name: app for app in apps}))
+
+
+def exposition_of(
+    snapshot: Snapshot, now: float = NOW, max_staleness: float = float("inf")
+) -> Exposition:
+    return Exposition(
+        lambda: snapshot, ZONE, max_staleness, CollectorRegistry(auto_describe=False), lambda: now
+    )
+
+
+def metrics_of(
+    *apps: AppSnapshot, now: float = NOW, max_staleness: float = float("inf")
+) -> Samples:
+    return parse_metrics(exposition_of(snapshot_of(*apps), now, max_staleness).render().decode())
 
 
 def healthy_app(name: str = "prod", day: date = TODAY) -> AppSnapshot:
@@ -46,12 +66,12 @@ def healthy_app(name: str = "prod", day: date = TODAY) -> AppSnapshot:
     )
 
 
-def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+def value(metrics: Samples, name: str, **labels: str) -> float | None:
+    return metrics.get((name, frozenset(labels.items())))
 
 
 def test_counts_are_exported_with_app_and_dialog_type() -> None:
-    registry = registry_for(healthy_app())
+    registry = metrics_of(healthy_app())
     assert value(registry, "connectycube_messages_sent", app="prod") == 1000
     assert value(registry, "connectycube_messages_sent_today", app="prod") == 7
     names = {"broadcast": 1, "group": 2, "private": 3, "public": 4, "meeting": 5, "42": 42}
@@ -81,7 +101,7 @@ def test_counts_are_exported_with_app_and_dialog_type() -> None:
 
 def test_a_count_for_a_day_that_has_ended_is_not_shown() -> None:
     yesterday = healthy_app(day=date(2026, 3, 9))
-    registry = registry_for(yesterday)
+    registry = metrics_of(yesterday)
     assert value(registry, "connectycube_messages_sent_today", app="prod") is None
     assert (
         value(registry, "connectycube_dialogs_created_today", app="prod", dialog_type="group")
@@ -98,35 +118,21 @@ def test_a_count_for_a_day_that_has_ended_is_not_shown() -> None:
     ],
 )
 def test_today_ends_at_local_midnight(now: float, shown: bool) -> None:
-    registry = registry_for(healthy_app(), now=now)
+    registry = metrics_of(healthy_app(), now=now)
     assert (value(registry, "connectycube_messages_sent_today", app="prod") == 7) is shown
 
 
 def test_an_app_never_polled_is_down_with_no_values() -> None:
-    registry = registry_for(AppSnapshot("new", (1, 2)))
+    registry = metrics_of(AppSnapshot("new", (1, 2)))
     assert value(registry, "connectycube_up", app="new") == 0
     assert value(registry, "connectycube_messages_sent", app="new") is None
     assert value(registry, "connectycube_last_success_timestamp_seconds", app="new") is None
 
 
 def test_only_apps_in_the_snapshot_appear() -> None:
-    registry = registry_for(healthy_app("a"), AppSnapshot("b", (2,)))
-    apps = {
-        sample.labels.get("app")
-        for family in registry.collect()
-        for sample in family.samples
-        if "app" in sample.labels
-    }
+    metrics = metrics_of(healthy_app("a"), AppSnapshot("b", (2,)))
+    apps = {dict(labels).get("app") for (_, labels) in metrics if dict(labels).get("app")}
     assert apps == {"a", "b"}
-
-
-def test_gauges_carry_no_total_suffix_and_build_info_is_one() -> None:
-    registry = registry_for(healthy_app())
-    for family in registry.collect():
-        if family.type == "gauge":
-            assert not family.name.endswith("_total")
-    [info] = [f for f in registry.collect() if f.name == "connectycube_exporter_build_info"]
-    assert [s.value for s in info.samples] == [1]
 
 
 def test_yesterday_is_shown_only_while_it_is_the_previous_day() -> None:
@@ -137,7 +143,7 @@ def test_yesterday_is_shown_only_while_it_is_the_previous_day() -> None:
             {MESSAGES: Reading(40, NOW, date(2026, 3, 9)), 2: Reading(6, NOW, date(2026, 3, 9))}
         ),
     )
-    registry = registry_for(app)
+    registry = metrics_of(app)
     assert value(registry, "connectycube_messages_sent_yesterday", app="prod") == 40
     assert (
         value(registry, "connectycube_dialogs_created_yesterday", app="prod", dialog_type="group")
@@ -145,19 +151,78 @@ def test_yesterday_is_shown_only_while_it_is_the_previous_day() -> None:
     )
     next_day = datetime(2026, 3, 11, 0, 0, 1, tzinfo=ZONE).timestamp()
     assert (
-        value(registry_for(app, now=next_day), "connectycube_messages_sent_yesterday", app="prod")
+        value(metrics_of(app, now=next_day), "connectycube_messages_sent_yesterday", app="prod")
         is None
     )
 
 
 def test_counts_older_than_the_staleness_limit_are_dropped() -> None:
-    snapshot = Snapshot(frozen_map({"prod": healthy_app()}))
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        StatsCollector(lambda: snapshot, ZONE, max_staleness=60, clock=lambda: NOW + 61)
-    )
-    assert value(registry, "connectycube_messages_sent", app="prod") is None
-    assert value(registry, "connectycube_up", app="prod") == 1  # health is never stale
-    fresh = CollectorRegistry(auto_describe=False)
-    fresh.register(StatsCollector(lambda: snapshot, ZONE, max_staleness=60, clock=lambda: NOW + 59))
+    stale = metrics_of(healthy_app(), now=NOW + 61, max_staleness=60)
+    assert value(stale, "connectycube_messages_sent", app="prod") is None
+    assert value(stale, "connectycube_up", app="prod") == 1  # health is never stale
+    fresh = metrics_of(healthy_app(), now=NOW + 59, max_staleness=60)
     assert value(fresh, "connectycube_messages_sent", app="prod") == 1000
+
+
+def reference_families(snapshot: Snapshot, now: float) -> CollectorRegistry:
+    """The same samples as prometheus_client's own metric families, for comparison."""
+    view = View.at(now, ZONE, float("inf"))
+    families = [
+        (GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily)(
+            f.name, f.help, labels=list(f.labels)
+        )
+        for f in (*APP_FAMILIES, BUILD_INFO)
+    ]
+    for app in snapshot.apps.values():
+        for index, labels, number in app_samples(app, view)[0]:
+            families[index].add_metric(list(labels), number)
+    families[-1].add_metric(list(BUILD_INFO_SAMPLE[0]), BUILD_INFO_SAMPLE[1])
+
+    class Families:
+        def collect(self) -> list:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())  # type: ignore[arg-type]
+    return registry
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+def test_rendering_matches_prometheus_client_byte_for_byte(openmetrics: bool) -> None:
+    snapshot = snapshot_of(
+        healthy_app("a"), healthy_app('we"ird\\app\nname'), AppSnapshot("c", (2,))
+    )
+    reference = (generate_openmetrics if openmetrics else generate_latest)(
+        reference_families(snapshot, NOW)
+    )
+    assert exposition_of(snapshot).render(openmetrics=openmetrics) == reference
+
+
+def test_openmetrics_parses_and_gzip_is_one_ordinary_stream() -> None:
+    exposition = exposition_of(snapshot_of(healthy_app()))
+    body = exposition.render(openmetrics=True)
+    assert body.endswith(b"# EOF\n")
+    assert next(f.name for f in parse_openmetrics(body.decode())) == "connectycube_messages_sent"
+    for openmetrics in (False, True):
+        plain = exposition.render(openmetrics=openmetrics)
+        packed = exposition.render(openmetrics=openmetrics, compress=True)
+        assert gzip.decompress(packed) == plain
+        # A second scrape reuses the compressed snapshot part and is still whole.
+        assert gzip.decompress(exposition.render(openmetrics=openmetrics, compress=True)) == plain
+
+
+def test_a_new_snapshot_or_a_new_day_changes_the_body() -> None:
+    current = {"snapshot": snapshot_of(healthy_app())}
+    clock = {"now": NOW}
+    exposition = Exposition(
+        lambda: current["snapshot"], ZONE, float("inf"), CollectorRegistry(), lambda: clock["now"]
+    )
+    first = parse_metrics(exposition.render().decode())
+    assert value(first, "connectycube_messages_sent_today", app="prod") == 7
+    current["snapshot"] = snapshot_of(healthy_app(), AppSnapshot("new", (1,)))
+    second = parse_metrics(exposition.render().decode())
+    assert value(second, "connectycube_up", app="new") == 0
+    clock["now"] = datetime(2026, 3, 11, 0, 0, 1, tzinfo=ZONE).timestamp()
+    third = parse_metrics(exposition.render().decode())
+    assert value(third, "connectycube_messages_sent_today", app="prod") is None
+    assert value(third, "connectycube_messages_sent", app="prod") == 1000

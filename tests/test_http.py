@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
 from wsgiref.util import setup_testing_defaults
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
+from exporter.exposition import Exposition
 from exporter.http import create_app
-
-
-class _OneGauge(Collector):
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("connectycube_up", "Up.", value=1)
+from exporter.snapshot import AppSnapshot, Snapshot, frozen_map
 
 
 class Client:
+    """Calls the WSGI app directly, serving a one-app snapshot."""
+
     def __init__(self) -> None:
-        registry = CollectorRegistry()
-        registry.register(_OneGauge())
+        snapshot = Snapshot(frozen_map({"prod": AppSnapshot("prod", (2,), up=True)}))
+        exposition = Exposition(lambda: snapshot, ZoneInfo("UTC"), 60.0, CollectorRegistry())
         self.ready = False
-        self.app = create_app(registry, lambda: self.ready)
+        self.app = create_app(exposition.render, lambda: self.ready)
 
     def request(
         self, path: str, method: str = "GET", **headers: str
@@ -51,7 +48,7 @@ def test_metrics_in_the_classic_text_format(client: Client) -> None:
     status, headers, body = client.request("/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert b"connectycube_up 1.0" in body
+    assert b'connectycube_up{app="prod"} 1.0' in body
     assert int(headers["Content-Length"]) == len(body)
 
 
@@ -67,7 +64,7 @@ def test_metrics_in_openmetrics_when_asked(client: Client) -> None:
 def test_metrics_gzipped_when_asked(client: Client) -> None:
     _, headers, body = client.request("/metrics", accept_encoding="gzip, deflate")
     assert headers["Content-Encoding"] == "gzip"
-    assert b"connectycube_up 1.0" in gzip.decompress(body)
+    assert b'connectycube_up{app="prod"} 1.0' in gzip.decompress(body)
 
 
 def test_landing_page_links_to_metrics(client: Client) -> None:

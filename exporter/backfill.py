@@ -1,0 +1,732 @@
+"""``connectycube-exporter backfill``: past days as an OpenMetrics file for Prometheus.
+
+The daemon only knows the present; the API knows every past day. This pages through the
+per-day endpoints for a range of past days and writes, for each day, the samples the
+daemon would have served at the last second of that day: the day's final count
+(``_today``), the previous day's (``_yesterday``) and the all-time total as it stood
+then. ``promtool tsdb create-blocks-from openmetrics`` turns the file into blocks.
+
+Nothing is written until every answer is in and the totals are checked, and then
+through a temporary file renamed into place: an interrupted or failed run leaves no
+file that looks whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from exporter import __version__
+from exporter.cli import PROG, add_settings_arguments
+from exporter.client import MESSAGES, APIError, ClientLimits, Kind, StatsClient
+from exporter.collector import dialog_type_label
+from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, load_settings
+from exporter.days import day_bounds, day_start, local_day
+from exporter.logs import setup_logging
+from exporter.poller import endpoint_label
+
+T = TypeVar("T")
+
+COMMAND = f"{PROG} backfill"
+PAGE_DAYS = 100
+"""Days per request window, and the ``limit`` asked: the API's page size."""
+DEFAULT_CONCURRENCY = 4
+"""Windows fetched at once: the API is rate limited, and a backfill is not urgent."""
+EARLIEST_SINCE = date(1970, 1, 3)
+"""The day before ``--since`` is fetched too, and must start after the Unix epoch."""
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+OWN_LABELS = frozenset({"app", "dialog_type"})
+DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+STDOUT = "-"
+
+
+@dataclass(frozen=True)
+class Series:
+    """A family the daemon serves, and which day's count it shows at a given moment."""
+
+    name: str
+    help: str
+    days_ago: int | None  # 0: the day itself, 1: the day before; None: the all-time total
+    by_dialog_type: bool
+
+
+# The daemon's count families (exporter.collector), in the same order; a test checks
+# that a running exporter serves exactly these names with these labels.
+SERIES = (
+    Series("connectycube_messages_sent", "Messages sent, all time.", None, False),
+    Series(
+        "connectycube_messages_sent_today",
+        "Messages sent so far on the current day, in the configured time zone.",
+        0,
+        False,
+    ),
+    Series(
+        "connectycube_messages_sent_yesterday",
+        "Messages sent on the previous day, in the configured time zone.",
+        1,
+        False,
+    ),
+    Series(
+        "connectycube_dialogs_created", "Dialogs created, all time, by dialog type.", None, True
+    ),
+    Series(
+        "connectycube_dialogs_created_today",
+        "Dialogs created so far on the current day, by dialog type.",
+        0,
+        True,
+    ),
+    Series(
+        "connectycube_dialogs_created_yesterday",
+        "Dialogs created on the previous day, by dialog type.",
+        1,
+        True,
+    ),
+)
+
+
+class BackfillError(Exception):
+    """The API failed or contradicted itself; the message is one line for the user."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived: stop, leave no output, exit 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# --------------------------------------------------------------------------- input
+
+
+def parse_day(text: str) -> date:
+    """A ``YYYY-MM-DD`` day, strictly (no ``20240101``, no week dates)."""
+    if not DAY_FORMAT.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a YYYY-MM-DD date")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid date") from None
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``NAME=VALUE``: a target label as Prometheus would attach it at scrape time."""
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not NAME=VALUE")
+    if not LABEL_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"{name[:60]!r} is not a valid Prometheus label name")
+    if name.startswith("__"):
+        raise argparse.ArgumentTypeError(f"label names starting with __ are reserved: {name!r}")
+    if name in OWN_LABELS:
+        raise argparse.ArgumentTypeError(f"label {name!r} is set by the exporter itself")
+    if not value:
+        # Prometheus treats an empty label as no label: the user meant something else.
+        raise argparse.ArgumentTypeError(f"label {name!r} has an empty value")
+    return name, value
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, like the daemon's configuration errors (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=COMMAND,
+        description=(
+            "Write past daily statistics as an OpenMetrics file for "
+            "'promtool tsdb create-blocks-from openmetrics FILE DATA_DIR': for each day, "
+            "the series the exporter serves, stamped at the last second of that day in "
+            f"{env_name('timezone')}. Uses the same settings and config file as the daemon."
+        ),
+        epilog=(
+            "Exit codes: 0 written, 1 the API failed or disagreed with itself, 2 bad input "
+            "or configuration, 128+N stopped by signal N; only a successful run leaves FILE."
+        ),
+    )
+    backfill = parser.add_argument_group("backfill")
+    backfill.add_argument(
+        "--since", type=parse_day, required=True, metavar="YYYY-MM-DD", help="first day"
+    )
+    backfill.add_argument(
+        "--until",
+        type=parse_day,
+        metavar="YYYY-MM-DD",
+        help="last day, included (default: yesterday; today is not over yet)",
+    )
+    backfill.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        metavar="FILE",
+        help="OpenMetrics file to write ('-' for stdout); replaced only when complete",
+    )
+    backfill.add_argument(
+        "--label",
+        type=parse_label,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="label added to every series, repeatable: give the job and instance labels "
+        "Prometheus attaches when it scrapes the exporter, or the series will not join",
+    )
+    backfill.add_argument(
+        "--only-app",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="backfill only this app of the config file, repeatable (default: all apps)",
+    )
+    backfill.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help="API requests at once (default: %(default)s; also capped by "
+        f"{env_name('max_concurrent_requests')})",
+    )
+    add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
+    return parser
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to backfill, checked."""
+
+    first: date
+    last: date
+    output: str
+    labels: tuple[tuple[str, str], ...]
+    concurrency: int
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+
+def make_plan(args: argparse.Namespace, today: date) -> Plan:
+    """Check the range and the labels against each other and the calendar."""
+    since: date = args.since
+    until: date = args.until or today - timedelta(days=1)
+    if since > today:
+        raise ValueError(f"argument --since: {since} is in the future (today is {today})")
+    if args.until and until > today:
+        raise ValueError(f"argument --until: {until} is in the future (today is {today})")
+    if until == today:
+        raise ValueError(f"argument --until: today ({today}) is not over yet; use yesterday")
+    if since == today:
+        raise ValueError(f"argument --since: today ({today}) is not over yet")
+    if since > until:
+        raise ValueError(f"argument --since: {since} is after --until {until}")
+    if since < EARLIEST_SINCE:
+        raise ValueError(f"argument --since: {since} is too early (first day {EARLIEST_SINCE})")
+    names = [name for name, _ in args.label]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"argument --label: repeated label {', '.join(repeated)}")
+    return Plan(since, until, args.output, tuple(args.label), args.concurrency)
+
+
+def select_apps(apps: tuple[AppConfig, ...], only: Sequence[str]) -> tuple[AppConfig, ...]:
+    if not only:
+        return apps
+    known = {app.name for app in apps}
+    unknown = [name for name in only if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"--only-app: unknown app {unknown[0]!r}; configured: {', '.join(sorted(known))}"
+        )
+    return tuple(app for app in apps if app.name in only)
+
+
+# --------------------------------------------------------------------------- output
+
+
+class Output:
+    """The output file, replaced whole or not at all.
+
+    Checked at start (before minutes of paging are spent), written at the end to
+    ``.FILE.partial-PID`` in the same folder and renamed over FILE. The temporary file
+    only exists while it is being written; SIGKILL in that moment can leave it, under
+    a name that says what it is, never FILE itself half written.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.path = None if target == STDOUT else Path(target)
+        if self.path is None:
+            return
+        if self.path.is_dir():
+            raise OSError(f"--output {target}: is a directory")
+        self.temp = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
+        # Creating the very file the run will write is the only reliable check (root
+        # ignores permission bits, file systems may be read-only).
+        self._open_temp().close()
+        self.discard()
+
+    def _open_temp(self) -> IO[bytes]:
+        assert self.path is not None
+        try:
+            try:
+                fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:  # left by a killed run whose PID we now have
+                self.temp.unlink()
+                fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError as exc:
+            raise OSError(f"--output {self.target}: cannot write: {exc.strerror or exc}") from None
+        return os.fdopen(fd, "wb")
+
+    def commit(self, text: str) -> None:
+        data = text.encode()
+        if self.path is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            with self._open_temp() as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(self.temp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise OSError(f"--output {self.target}: cannot write: {exc.strerror or exc}") from None
+
+    def discard(self) -> None:
+        if self.path is not None:
+            self.temp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A one-line ``\\r`` progress bar on a terminal: days fetched of days wanted, per app.
+
+    Silent when the stream is not a terminal, so logs and CI output stay clean.
+    """
+
+    WIDTH = 16
+    EVERY_SECONDS = 0.1
+
+    def __init__(self, apps: dict[str, int], days: int, stream: IO[str] | None = None) -> None:
+        """``apps``: name -> kinds fetched for it; ``days``: days wanted for each kind."""
+        self._stream = stream or sys.stderr
+        self._enabled = self._stream.isatty()
+        self._kinds = apps
+        self._days = days
+        self._done = dict.fromkeys(apps, 0)
+        self._drawn = 0  # length of the line on screen
+        self._last = 0.0
+
+    def advance(self, app: str, days: int) -> None:
+        self._done[app] += days
+        now = time.monotonic()
+        if now - self._last >= self.EVERY_SECONDS:
+            self._last = now
+            self.draw()
+
+    def line(self) -> str:
+        parts = []
+        for app, kinds in self._kinds.items():
+            wanted = kinds * self._days
+            share = self._done[app] / wanted if wanted else 1.0
+            filled = math.floor(share * self.WIDTH)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            parts.append(f"{app} [{bar}] {math.floor(share * self._days)}/{self._days} days")
+        return "backfill: " + "  ".join(parts)
+
+    def draw(self) -> None:
+        if not self._enabled:
+            return
+        width = shutil.get_terminal_size().columns - 1
+        text = self.line()[:width]
+        self._stream.write("\r" + text.ljust(self._drawn))
+        self._stream.flush()
+        self._drawn = len(text)
+
+    def clear(self) -> None:
+        if self._enabled and self._drawn:
+            self._stream.write("\r" + " " * self._drawn + "\r")
+            self._stream.flush()
+            self._drawn = 0
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def kind_name(kind: Kind) -> str:
+    return "messages" if kind == MESSAGES else f"dialogs {dialog_type_label(int(kind))}"
+
+
+@dataclass
+class AppHistory:
+    """What the API said about one app: per-day counts and the totals they imply."""
+
+    app: AppConfig
+    counts: dict[Kind, dict[date, int]] = field(default_factory=dict)  # quiet days absent
+    totals: dict[Kind, dict[date, int]] = field(default_factory=dict)  # at the end of each day
+
+
+class Fetcher:
+    """Pages through the API for a plan, with bounded concurrency, over the shared client."""
+
+    def __init__(
+        self,
+        client: StatsClient,
+        zone: ZoneInfo,
+        plan: Plan,
+        progress: Progress,
+    ) -> None:
+        self._client = client
+        self._zone = zone
+        self._plan = plan
+        self._progress = progress
+        self._slots = asyncio.Semaphore(plan.concurrency)
+        self.requests = 0
+
+    async def _call(self, app: AppConfig, request: Callable[[], Awaitable[T]]) -> T:
+        async with self._slots:
+            self.requests += 1
+            try:
+                return await request()
+            except APIError as exc:
+                # Retries and Retry-After were the client's; what is left is final.
+                raise BackfillError(
+                    f"app {app.name}: {endpoint_label(exc.endpoint)}: {exc.reason}"
+                ) from None
+
+    async def fetch_all(self, apps: Iterable[AppConfig]) -> list[AppHistory]:
+        histories = [AppHistory(app) for app in apps]
+        try:
+            async with asyncio.TaskGroup() as group:
+                for history in histories:
+                    group.create_task(self._fetch_app(history))
+        except ExceptionGroup as errors:
+            # The first failure cancelled the rest: report it alone, in one line.
+            raise _first(errors) from None
+        return histories
+
+    async def _fetch_app(self, history: AppHistory) -> None:
+        app = history.app
+        # The day before the first is needed for the first day's _yesterday.
+        first, last = self._plan.first - timedelta(days=1), self._plan.last
+        middle = self._plan.first + (self._plan.last - self._plan.first) // 2
+        check_days = sorted({self._plan.first, middle})
+        async with asyncio.TaskGroup() as group:
+            for kind in (MESSAGES, *app.dialog_types):
+                windows = [
+                    group.create_task(self.fetch_window(app, kind, start, end))
+                    for start, end in _windows(first, last, PAGE_DAYS)
+                ]
+                end_total = group.create_task(self._total_at(app, kind, last))
+                checks = {
+                    day: group.create_task(self._total_at(app, kind, day)) for day in check_days
+                }
+                group.create_task(self._combine(history, kind, windows, end_total, checks))
+
+    async def _total_at(self, app: AppConfig, kind: Kind, day: date) -> int:
+        """The all-time total as it stood at the end of ``day``."""
+        end = day_bounds(day, self._zone)[1]
+        return await self._call(app, lambda: self._client.total(app, kind, end=end))
+
+    async def _combine(
+        self,
+        history: AppHistory,
+        kind: Kind,
+        windows: list[asyncio.Task[dict[date, int]]],
+        end_total: asyncio.Task[int],
+        checks: dict[date, asyncio.Task[int]],
+    ) -> None:
+        """Derive the total at the end of each day and check it against the API's own."""
+        counts: dict[date, int] = {}
+        for window in windows:
+            counts.update(await window)
+        totals: dict[date, int] = {}
+        running = await end_total
+        for day in reversed(self._plan.days):
+            totals[day] = running
+            running -= counts.get(day, 0)
+        for day, check in checks.items():
+            expected = await check
+            if expected != totals[day]:
+                raise BackfillError(
+                    f"app {history.app.name}: {kind_name(kind)}: the API's total at the end "
+                    f"of {day} is {expected}, but its total at the end of {self._plan.last} "
+                    f"minus the per-day counts in between is {totals[day]}; the per-day and "
+                    f"total endpoints disagree (is {env_name('timezone')} the API's zone?)"
+                )
+        history.counts[kind] = counts
+        history.totals[kind] = totals
+
+    async def fetch_window(
+        self, app: AppConfig, kind: Kind, first: date, last: date
+    ) -> dict[date, int]:
+        """Every day with activity from ``first`` to ``last``, page by page.
+
+        A page lists days with activity in ascending order; ``offset`` skips that many.
+        A server may cap ``limit`` below what was asked, so a short page proves nothing:
+        the window is done only on an empty page or once its last day has been seen.
+        Every non-empty page must bring new days inside the window, so the loop ends
+        after at most one page per day even if the server misbehaves.
+        """
+        start, end = day_start(first, self._zone), day_start(last + timedelta(days=1), self._zone)
+        counts: dict[date, int] = {}
+        seen_until = first - timedelta(days=1)
+        where = f"app {app.name}: {kind_name(kind)}"
+        while True:
+            offset = len(counts)
+            page = await self._call(
+                app,
+                lambda offset=offset: self._client.per_day(
+                    app, kind, start, end, limit=PAGE_DAYS, offset=offset
+                ),
+            )
+            if not page:
+                break
+            outside = sorted(day for day in page if not first <= day <= last)
+            if outside:
+                raise BackfillError(
+                    f"{where}: asked for {first} to {last}, the API answered {outside[0]} "
+                    f"(is {env_name('timezone')} the API's zone?)"
+                )
+            repeated = sorted(page.keys() & counts.keys())
+            if repeated:
+                raise BackfillError(
+                    f"{where}: the page at offset {offset} repeats {repeated[0]}: the API "
+                    "seems to ignore offset, so the days cannot be paged through"
+                )
+            counts.update(page)
+            newest = max(page)
+            if newest > seen_until:
+                self._progress.advance(app.name, self._wanted(seen_until, newest))
+                seen_until = newest
+            if newest == last:
+                break
+        self._progress.advance(app.name, self._wanted(seen_until, last))
+        return counts
+
+    def _wanted(self, after: date, upto: date) -> int:
+        """Days of the plan in ``(after, upto]`` (the extra day before it is not shown)."""
+        low = max(after + timedelta(days=1), self._plan.first)
+        return max(0, (upto - low).days + 1)
+
+
+def _windows(first: date, last: date, size: int) -> list[tuple[date, date]]:
+    """``first`` to ``last`` cut into windows of ``size`` days (first, last included)."""
+    starts = [first + timedelta(days=i) for i in range(0, (last - first).days + 1, size)]
+    return [(start, min(start + timedelta(days=size - 1), last)) for start in starts]
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> Exception:
+    """The first real error of a task group (nested groups flattened)."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first(error)
+        return error
+    raise AssertionError("empty exception group")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def escape_label_value(value: str) -> str:
+    """OpenMetrics label value escaping: backslash, double quote and newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(
+    histories: Sequence[AppHistory],
+    days: Sequence[date],
+    zone: ZoneInfo,
+    labels: Sequence[tuple[str, str]] = (),
+) -> tuple[str, int]:
+    """The OpenMetrics text and its number of samples.
+
+    Each family is contiguous and each series' samples are in time order, as promtool
+    needs; every day of every series has a sample, quiet days an explicit 0.
+    """
+    stamps = [day_bounds(day, zone)[1] - 1 for day in days]
+    extra = "".join(f',{name}="{escape_label_value(value)}"' for name, value in labels)
+    lines: list[str] = []
+    samples = 0
+    for spec in SERIES:
+        lines.append(f"# HELP {spec.name} {spec.help}")
+        lines.append(f"# TYPE {spec.name} gauge")
+        for history in histories:
+            app = escape_label_value(history.app.name)
+            kinds: tuple[Kind, ...] = (
+                history.app.dialog_types if spec.by_dialog_type else (MESSAGES,)
+            )
+            for kind in kinds:
+                series = f'app="{app}"'
+                if kind != MESSAGES:
+                    series += f',dialog_type="{escape_label_value(dialog_type_label(int(kind)))}"'
+                prefix = f"{spec.name}{{{series}{extra}}} "
+                counts = history.counts[kind]
+                for day, stamp in zip(days, stamps, strict=True):
+                    if spec.days_ago is None:
+                        value = history.totals[kind][day]
+                    else:
+                        value = counts.get(day - timedelta(days=spec.days_ago), 0)
+                    lines.append(f"{prefix}{value} {stamp}")
+                    samples += 1
+    lines.append("# EOF\n")
+    return "\n".join(lines), samples
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _handle_stop_signals() -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _raise_interrupted)
+
+
+async def _fetch(
+    settings: Settings, apps: tuple[AppConfig, ...], plan: Plan, progress: Progress
+) -> tuple[list[AppHistory], int]:
+    # In the event loop a signal cancels the work, so that every request is closed.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    limits = ClientLimits(
+        request_timeout=settings.request_timeout_seconds,
+        max_retries=settings.max_retries,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        max_response_bytes=settings.max_response_bytes,
+    )
+    try:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.request_timeout_seconds),
+            limits=httpx.Limits(
+                max_connections=min(plan.concurrency, limits.max_concurrent_requests)
+            ),
+            headers={"User-Agent": f"connectycube-exporter/{__version__}"},
+        ) as http:
+            fetcher = Fetcher(StatsClient(http, limits), settings.zone, plan, progress)
+            # No deadline: a backfill may wait out a Retry-After the daemon would skip.
+            histories = await fetcher.fetch_all(apps)
+            return histories, fetcher.requests
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        _handle_stop_signals()
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"{COMMAND}: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    """Run ``backfill`` with ``argv`` (the arguments after the word ``backfill``)."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    _handle_stop_signals()
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: list[str]) -> int:
+    output: Output | None = None
+    try:
+        started = time.monotonic()
+        args = build_parser().parse_args(argv)
+        overrides = {
+            name: value for name, value in vars(args).items() if name in Settings.model_fields
+        }
+        try:
+            settings = load_settings(overrides)
+            setup_logging(settings.log_level, settings.log_format)
+            apps = select_apps(load_apps(settings), args.only_app)
+        except ConfigError as exc:
+            return _fail(2, f"configuration error: {exc}")
+        zone = settings.zone
+        try:
+            plan = make_plan(args, local_day(time.time(), zone))
+            output = Output(plan.output)
+        except (ValueError, OSError) as exc:
+            return _fail(2, f"error: {exc}")
+
+        kinds = {app.name: 1 + len(app.dialog_types) for app in apps}
+        progress = Progress(kinds, len(plan.days))
+        try:
+            progress.draw()
+            histories, requests = asyncio.run(_fetch(settings, apps, plan, progress))
+            progress.draw()
+        finally:
+            progress.clear()
+        text, samples = render(histories, plan.days, zone, plan.labels)
+        output.commit(text)
+    except Interrupted as stop:
+        return _fail(128 + stop.signum, f"stopped by {stop}; nothing written")
+    except BackfillError as exc:
+        return _fail(1, f"failed, nothing written: {exc}")
+    except OSError as exc:
+        return _fail(1, f"failed: {exc}")
+    finally:
+        if output is not None:
+            output.discard()  # a no-op once renamed into place
+
+    where = "stdout" if output.path is None else str(output.path)
+    print(
+        f"{COMMAND}: wrote {where}: {len(plan.days)} days ({plan.first} to {plan.last}, "
+        f"{zone.key}), {samples} samples, {len(apps)} app(s), {requests} API requests, "
+        f"in {time.monotonic() - started:.1f}s",
+        file=sys.stderr,
+    )
+    if not {"job", "instance"} & {name for name, _ in plan.labels}:
+        print(
+            f"{COMMAND}: note: no --label job=... or instance=...: these series will not "
+            "join the ones Prometheus scrapes from the exporter",
+            file=sys.stderr,
+        )
+    return 0
