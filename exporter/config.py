@@ -8,14 +8,13 @@ value, so that an API key can never reach the terminal through an error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.server import parse_listen_address
+from exporter.settingsfile import describe_validation_error, os_reason, read_yaml
 
 ENV_PREFIX = "CONNECTYCUBE_"
 DEFAULT_PORT = 19742
@@ -216,24 +216,9 @@ class AppConfig:
     dialog_types: tuple[int, ...]
 
 
-def describe_validation_error(
-    error: ValidationError, where: Callable[[tuple[int | str, ...]], str]
-) -> str:
-    """One clause per problem, naming where it is (``where(loc)``) and never the value."""
-    clauses = []
-    for item in error.errors(include_input=False, include_url=False):
-        place, message = where(item["loc"]), item["msg"].removeprefix("Value error, ")
-        clauses.append(f"{place}: {message}" if place else message)
-    return "; ".join(clauses)
-
-
 def _setting_name(loc: tuple[int | str, ...]) -> str:
     field = str(loc[0]) if loc else ""
     return f"{env_name(field)} (--{field.replace('_', '-')})" if field else ""
-
-
-def _file_path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -250,7 +235,7 @@ def _read_text(path: Path, setting: str) -> str:
     except UnicodeDecodeError:
         raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
     except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{setting}: cannot read {path}: {os_reason(exc)}") from None
 
 
 def read_key_file(path: Path, setting: str) -> SecretStr:
@@ -281,18 +266,11 @@ def _checked_key(key: str, where: str) -> SecretStr:
 
 def _read_config_file(path: Path) -> _ConfigFile:
     setting = f"{env_name('config_file')} ({path})"
-    text = _read_text(path, env_name("config_file"))
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{setting}: invalid YAML{at}: {problem}") from None
+    document = read_yaml(path, lambda problem: ConfigError(f"{setting}: {problem}"))
     try:
         parsed = _ConfigFile.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(f"{setting}: {describe_validation_error(exc, _file_path)}") from None
+        raise ConfigError(f"{setting}: {describe_validation_error(exc)}") from None
     names = [app.name for app in parsed.apps]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

@@ -81,8 +81,9 @@ from types import MappingProxyType
 from typing import Any
 
 import bcrypt
-import yaml
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from exporter.settingsfile import describe_validation_error, os_reason, read_yaml
 
 
 class WebConfigError(Exception):
@@ -321,38 +322,17 @@ class WebConfig:
 # --- loading -----------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys, as the toolkit's strict YAML does."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_web_config(path: Path | None) -> WebConfig:
     """Read and check the web configuration file; ``None`` means no file (plain HTTP)."""
     if path is None:
         return WebConfig(None, {}, ())
+    raw = read_yaml(path, lambda problem: _error(path, problem))
+    if raw is not None and not isinstance(raw, dict):
+        raise _error(path, "expected a mapping of settings at the top level")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _error(path, f"cannot read the file ({_os_reason(exc)})") from None
-    raw = _parse_yaml(path, text)
-    try:
-        parsed = _WebConfigFile.model_validate(raw)
+        parsed = _WebConfigFile.model_validate(raw or {})
     except ValidationError as exc:
-        raise _error(path, _describe(exc)) from None
+        raise _error(path, describe_validation_error(exc)) from None
     if parsed.rate_limit is not None:
         raise _error(path, "rate_limit: not supported by this exporter")
     users = _users(path, parsed.basic_auth_users or {})
@@ -361,38 +341,6 @@ def load_web_config(path: Path | None) -> WebConfig:
     tls = parsed.tls_server_config
     context = _ssl_context(path, tls) if tls is not None else None
     return WebConfig(context, users, headers)
-
-
-def _parse_yaml(path: Path, text: str) -> Any:
-    try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        # Only the problem and its position: str(exc) quotes the line, which may hold a
-        # hash or a private key.
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise _error(path, f"invalid YAML{where}: {exc.problem or 'syntax error'}") from None
-    except yaml.YAMLError:
-        raise _error(path, "invalid YAML") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise _error(path, "expected a mapping of settings at the top level")
-    return raw or {}
-
-
-def _describe(error: ValidationError) -> str:
-    """One clause per problem, naming where it is and never the value."""
-    clauses = []
-    for item in error.errors(include_input=False, include_url=False):
-        loc = item["loc"]
-        if loc and loc[-1] == "[key]":  # a mapping key of the wrong type, e.g. 123:
-            where = ".".join(str(part) for part in loc[:-1])
-            message = "the key must be a string (quote it)"
-        else:
-            where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc)
-            where = where.replace(".[", "[")
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        clauses.append(f"{where}: {message}")
-    return "; ".join(clauses)
 
 
 def _users(path: Path, users: Mapping[str, str]) -> dict[str, bytes]:
@@ -531,7 +479,7 @@ def _check_readable(path: Path, where: str, file: Path) -> None:
         with file.open("rb"):
             pass
     except OSError as exc:
-        raise _error(path, f"{where}: cannot read {file} ({_os_reason(exc)})") from None
+        raise _error(path, f"{where}: cannot read {file} ({os_reason(exc)})") from None
 
 
 class _EncryptedKeyError(Exception):
@@ -640,12 +588,6 @@ def _ssl_reason(exc: BaseException) -> str:
             return "OpenSSL cannot parse the PEM data"
         return re.sub(r"\s*\(_ssl\.c:\d+\)", "", exc.strerror)
     return str(exc) or type(exc).__name__
-
-
-def _os_reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
 
 
 def _error(path: Path, problem: str) -> WebConfigError:

@@ -177,7 +177,7 @@ def test_config_file_lists_several_apps(monkeypatch: pytest.MonkeyPatch, clean_e
         ("apps:\n  - name: a\n", "apps[0] (a): an API key is required"),
         (
             "apps:\n  - name: a\n    api_key: k\n    dialog_type: [1]\n",
-            "apps[0].dialog_type: Extra",
+            "apps[0].dialog_type: unknown key",
         ),
         (
             "apps:\n  - name: a\n    api_key: k\n    dialog_types: [0]\n",
@@ -201,7 +201,9 @@ def test_bad_config_file_names_the_place(
 
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:
     message = config_error(monkeypatch, {"CONNECTYCUBE_CONFIG_FILE": "nowhere.yml"})
-    assert message == "CONNECTYCUBE_CONFIG_FILE: cannot read nowhere.yml: No such file or directory"
+    assert message == (
+        "CONNECTYCUBE_CONFIG_FILE (nowhere.yml): cannot read the file (No such file or directory)"
+    )
 
 
 def test_reprs_hide_the_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -192,7 +192,7 @@ ERRORS = [
     ("basic_auth_users:\n  alice: hunter2-plain\n", "user 'alice': the password is not a"),
     ("basic_auth_users:\n  'a:b': '{hash}'\n", "have no ':'"),
     ("basic_auth_users:\n  alice: '{hash}'\n  alice: '{hash}'\n", "duplicate key 'alice'"),
-    ("basic_auth_users:\n  123: '{hash}'\n", "basic_auth_users.123: the key must be a string"),
+    ("basic_auth_users:\n  123: '{hash}'\n", "basic_auth_users[123]: the key must be a string"),
     ("http_server_config:\n  headers:\n    Server: x\n", "can not be configured"),
     ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "one of deny"),
     (

@@ -1,0 +1,81 @@
+"""Reading a YAML settings file strictly, with errors that never quote its content.
+
+Used for the multi-app config file and the web config file alike: a file may hold API
+keys or password hashes, so an error names the place (line, column, key path) and the
+problem, never the text around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses duplicate keys, as Go's strict YAML does."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def read_yaml(path: Path, fail: Callable[[str], Exception]) -> Any:
+    """The parsed document; any problem is raised as ``fail(problem)``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise fail("the file is not UTF-8 text") from None
+    except OSError as exc:
+        raise fail(f"cannot read the file ({os_reason(exc)})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # Only the problem and its position: str(exc) quotes the line.
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise fail(f"invalid YAML{where}: {exc.problem or 'syntax error'}") from None
+    except yaml.YAMLError:
+        raise fail("invalid YAML") from None
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """``("apps", 0, "name")`` -> ``apps[0].name``."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
+def describe_validation_error(
+    error: ValidationError, where: Callable[[tuple[int | str, ...]], str] = key_path
+) -> str:
+    """One clause per problem, naming where it is (``where(loc)``) and never the value."""
+    clauses = []
+    for item in error.errors(include_input=False, include_url=False):
+        loc = item["loc"]
+        if loc and loc[-1] == "[key]":  # a mapping key of the wrong type, e.g. 123:
+            place, message = where(loc[:-1]), "the key must be a string (quote it)"
+        else:
+            place = where(loc)
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        message = message.removeprefix("Value error, ")
+        clauses.append(f"{place}: {message}" if place else message)
+    return "; ".join(clauses)
