@@ -35,9 +35,10 @@ import httpx
 from exporter import __version__
 from exporter.cli import PROG, add_settings_arguments
 from exporter.client import MESSAGES, APIError, ClientLimits, Kind, StatsClient
-from exporter.collector import dialog_type_label
+from exporter.collector import COUNTS, dialog_type_label
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, load_settings
 from exporter.days import day_bounds, day_start, local_day
+from exporter.exposition import escape_label_value
 from exporter.logs import setup_logging
 from exporter.poller import endpoint_label
 
@@ -54,50 +55,6 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 OWN_LABELS = frozenset({"app", "dialog_type"})
 DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 STDOUT = "-"
-
-
-@dataclass(frozen=True)
-class Series:
-    """A family the daemon serves, and which day's count it shows at a given moment."""
-
-    name: str
-    help: str
-    days_ago: int | None  # 0: the day itself, 1: the day before; None: the all-time total
-    by_dialog_type: bool
-
-
-# The daemon's count families (exporter.collector), in the same order; a test checks
-# that a running exporter serves exactly these names with these labels.
-SERIES = (
-    Series("connectycube_messages_sent", "Messages sent, all time.", None, False),
-    Series(
-        "connectycube_messages_sent_today",
-        "Messages sent so far on the current day, in the configured time zone.",
-        0,
-        False,
-    ),
-    Series(
-        "connectycube_messages_sent_yesterday",
-        "Messages sent on the previous day, in the configured time zone.",
-        1,
-        False,
-    ),
-    Series(
-        "connectycube_dialogs_created", "Dialogs created, all time, by dialog type.", None, True
-    ),
-    Series(
-        "connectycube_dialogs_created_today",
-        "Dialogs created so far on the current day, by dialog type.",
-        0,
-        True,
-    ),
-    Series(
-        "connectycube_dialogs_created_yesterday",
-        "Dialogs created on the previous day, by dialog type.",
-        1,
-        True,
-    ),
-)
 
 
 class BackfillError(Exception):
@@ -559,11 +516,6 @@ def _first(group: BaseExceptionGroup[Exception]) -> Exception:
 # --------------------------------------------------------------------------- rendering
 
 
-def escape_label_value(value: str) -> str:
-    """OpenMetrics label value escaping: backslash, double quote and newline."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def render(
     histories: Sequence[AppHistory],
     days: Sequence[date],
@@ -579,19 +531,22 @@ def render(
     extra = "".join(f',{name}="{escape_label_value(value)}"' for name, value in labels)
     lines: list[str] = []
     samples = 0
-    for spec in SERIES:
-        lines.append(f"# HELP {spec.name} {spec.help}")
-        lines.append(f"# TYPE {spec.name} gauge")
+    # The daemon's own count families: the same names, help and labels, so that live
+    # and backfilled series join.
+    for spec in COUNTS:
+        family = spec.family
+        lines.append(f"# HELP {family.name} {family.help}")
+        lines.append(f"# TYPE {family.name} gauge")
         for history in histories:
             app = escape_label_value(history.app.name)
             kinds: tuple[Kind, ...] = (
-                history.app.dialog_types if spec.by_dialog_type else (MESSAGES,)
+                history.app.dialog_types if "dialog_type" in family.labels else (MESSAGES,)
             )
             for kind in kinds:
                 series = f'app="{app}"'
                 if kind != MESSAGES:
                     series += f',dialog_type="{escape_label_value(dialog_type_label(int(kind)))}"'
-                prefix = f"{spec.name}{{{series}{extra}}} "
+                prefix = f"{family.name}{{{series}{extra}}} "
                 counts = history.counts[kind]
                 for day, stamp in zip(days, stamps, strict=True):
                     if spec.days_ago is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import Any
 
@@ -64,6 +65,9 @@ def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
     from exporter.simulator import Simulator, start_simulator  # only the demo needs it
 
     server = start_simulator(Simulator(api_keys=[DEMO_KEY], timezone=settings.timezone))
+    logging.getLogger(__name__).info(
+        "demo: polling the built-in simulator of the ConnectyCube API at %s", server.url
+    )
     demo = settings.model_copy(
         update={
             "api_url": server.url,

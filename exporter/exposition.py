@@ -36,13 +36,16 @@ from exporter.snapshot import AppSnapshot, Snapshot
 OPENMETRICS_EOF = b"# EOF\n"
 
 
-def _escape(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """Label value escaping of both text formats: backslash, newline, double quote."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
     name = family.name + "_total" if family.type == "counter" else family.name
-    pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(family.labels, labels, strict=True))
+    pairs = ",".join(
+        f'{k}="{escape_label_value(v)}"' for k, v in zip(family.labels, labels, strict=True)
+    )
     return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
 
 
