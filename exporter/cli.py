@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import SecretStr
 
@@ -28,6 +28,17 @@ def _shown(default: Any) -> str:
     return "none" if default is None else str(default)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors in one line, and never the value of a mistyped flag: it may be the key."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            tokens = message.partition(":")[2].split()
+            flags = [token.split("=", 1)[0] for token in tokens if token.startswith("-")]
+            message = "unrecognized arguments: " + (" ".join(flags) or "(values not shown)")
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def add_settings_arguments(parser: argparse._ActionsContainer) -> None:
     """One flag per setting; shared by the daemon and ``backfill``."""
     for name, field in Settings.model_fields.items():
@@ -41,7 +52,7 @@ def add_settings_arguments(parser: argparse._ActionsContainer) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Prometheus exporter for the ConnectyCube Admin Statistics API.",
         epilog=(
@@ -58,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings, flags over environment, with logging set up as they say."""
+    flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
+    settings = load_settings(flags)
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
@@ -88,10 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return backfill(argv[1:])
     args = build_parser().parse_args(argv)
-    overrides = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
     try:
-        settings = load_settings(overrides)
-        setup_logging(settings.log_level, settings.log_format)
+        settings = settings_from(args)
         if args.demo:
             settings, _ = _start_demo(settings)
         apps = load_apps(settings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-from exporter.config import AppConfig
+from exporter import __version__
+from exporter.config import AppConfig, Settings
 
 API_KEY_HEADER: Final = "CB-Administration-API-Key"
 MESSAGES: Final = "messages"
@@ -87,7 +89,8 @@ def endpoint_path(kind: Kind, per_day: bool) -> str:
 def check_count(value: Any) -> int:
     # bool is an int subclass in Python; JSON true is not a count.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidAnswer(f"count {value!r} is not an integer")
+        # The type, not the value: an answer's text is not ours to print.
+        raise InvalidAnswer(f"a count of type {_json_type(value)} is not an integer")
     if value < 0:
         raise InvalidAnswer(f"count {value} is negative")
     return value
@@ -106,14 +109,29 @@ def parse_per_day(payload: Any) -> dict[date, int]:
         raise InvalidAnswer("expected an object of day: count")
     counts: dict[date, int] = {}
     for key, value in payload.items():
-        try:
-            day = date.fromisoformat(key)
-        except (TypeError, ValueError):
-            raise InvalidAnswer(f"key {str(key)[:40]!r} is not a YYYY-MM-DD date") from None
-        if len(key) != 10:  # fromisoformat also takes 20230220, which the API never sends
-            raise InvalidAnswer(f"key {key[:40]!r} is not a YYYY-MM-DD date")
+        day = parse_day(key)
+        if day is None:
+            raise InvalidAnswer("a key is not a YYYY-MM-DD date")
         counts[day] = check_count(value)
     return counts
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def parse_day(text: str) -> date | None:
+    """A strict ``YYYY-MM-DD`` (fromisoformat alone also takes ``20230220``, ``2023-W01-1``)."""
+    if not _DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def build_query(
@@ -152,6 +170,25 @@ class ClientLimits:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
+def limits_from(settings: Settings) -> ClientLimits:
+    return ClientLimits(
+        request_timeout=settings.request_timeout_seconds,
+        max_retries=settings.max_retries,
+        max_concurrent_requests=settings.max_concurrent_requests,
+        max_response_bytes=settings.max_response_bytes,
+    )
+
+
+def open_http(limits: ClientLimits, connections: int | None = None) -> httpx.AsyncClient:
+    """The one HTTP client of a process, its pool as large as the requests allowed."""
+    pool = connections or limits.max_concurrent_requests
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(limits.request_timeout),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        headers={"User-Agent": f"connectycube-exporter/{__version__}"},
+    )
+
+
 class StatsClient:
     """Fetches counts for any app over one shared ``httpx.AsyncClient``.
 
@@ -185,7 +222,7 @@ class StatsClient:
         """All-time count of ``kind``, or the count between ``start`` and ``end``."""
         path = endpoint_path(kind, per_day=False)
         payload = await self._get_json(app, path, build_query(kind, start, end), deadline)
-        return _parsed(path, parse_total, payload)
+        return _parsed(path, parse_total, payload, app)
 
     async def per_day(
         self,
@@ -202,7 +239,7 @@ class StatsClient:
         path = endpoint_path(kind, per_day=True)
         query = build_query(kind, start, end, limit, offset)
         payload = await self._get_json(app, path, query, deadline)
-        return _parsed(path, parse_per_day, payload)
+        return _parsed(path, parse_per_day, payload, app)
 
     def forget(self, app_name: str) -> None:
         """Drop what is known of an app that is no longer polled."""
@@ -219,8 +256,11 @@ class StatsClient:
                     raise last_error from None  # the answer that asked for the pause
                 raise
             try:
-                async with self._slots:
+                await self._take_slot(path, deadline)
+                try:
                     return await self._attempt(app, path, query, deadline)
+                finally:
+                    self._slots.release()
             except APIError as error:
                 last_error = error
                 if not _transient(error) or retries >= self._limits.max_retries:
@@ -231,6 +271,16 @@ class StatsClient:
                     raise
                 retries += 1
                 await asyncio.sleep(delay)
+
+    async def _take_slot(self, path: str, deadline: float | None) -> None:
+        """A place among the requests in flight, waited for no longer than the deadline."""
+        if deadline is None:
+            await self._slots.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), max(deadline - self._clock(), 0))
+        except TimeoutError:
+            raise APITimeout(path, "no request slot free before the poll deadline") from None
 
     async def _wait_for_retry_after(
         self, app: AppConfig, path: str, deadline: float | None
@@ -258,14 +308,16 @@ class StatsClient:
             raise APITimeout(path, f"timed out after {max(budget, 0):.3g}s") from None
         except httpx.TransportError as exc:
             raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
+        except httpx.HTTPError as exc:  # a body that does not decode as its headers say
+            raise APIInvalidResponse(path, _scrub(_transport_reason(exc), app)) from None
         if not response.is_success:
             self._note_retry_after(app, response)
-            message = _scrub(_error_message(body), app)
+            message = _scrub(_error_message(body), app)[:200]  # mask, then shorten
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
             raise APIStatusError(path, response.status_code, reason)
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise APIInvalidResponse(path, "answer is not JSON") from None
 
     def _note_retry_after(self, app: AppConfig, response: httpx.Response) -> None:
@@ -295,7 +347,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         seconds = float(value)
     else:
         try:
@@ -315,11 +367,11 @@ def _transient(error: APIError) -> bool:
     return isinstance(error, APITimeout | APIConnectionError)
 
 
-def _parsed(path: str, parse: Callable[[Any], T], payload: Any) -> T:
+def _parsed(path: str, parse: Callable[[Any], T], payload: Any, app: AppConfig) -> T:
     try:
         return parse(payload)
     except InvalidAnswer as exc:
-        raise APIInvalidResponse(path, str(exc)) from None
+        raise APIInvalidResponse(path, _scrub(str(exc), app)) from None
 
 
 def _transport_reason(exc: httpx.TransportError) -> str:
@@ -333,10 +385,10 @@ def _scrub(text: str, app: AppConfig) -> str:
 
 
 def _error_message(body: bytes) -> str:
-    """The API's own words (``{"errors": {"base": [...]}}``), kept short."""
+    """The API's own words (``{"errors": {"base": [...]}}``), if it gave any."""
     try:
         errors = json.loads(body).get("errors")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):
         return ""
     messages: list[str] = []
     if isinstance(errors, dict):
@@ -344,4 +396,4 @@ def _error_message(body: bytes) -> str:
             messages.extend(str(item) for item in (value if isinstance(value, list) else [value]))
     elif isinstance(errors, list):
         messages.extend(str(item) for item in errors)
-    return "; ".join(messages)[:200]
+    return "; ".join(messages)

@@ -64,6 +64,8 @@ def _check_api_url(value: str) -> str:
         raise ValueError(f"not a URL ({exc})") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError("expected an http:// or https:// URL")
+    if url.query or url.fragment:
+        raise ValueError("the base URL takes no query or fragment")
     return value.rstrip("/")
 
 
@@ -89,9 +91,15 @@ class Settings(BaseSettings):
     dialog_types: DialogTypes = Field(
         [1, 2, 3, 4], description="dialog type codes to break down, comma separated"
     )
-    poll_interval_seconds: float = Field(60.0, gt=0, description="seconds between polls")
+    poll_interval_seconds: float = Field(
+        60.0, ge=0.01, le=86400, allow_inf_nan=False, description="seconds between polls"
+    )
     request_timeout_seconds: float = Field(
-        10.0, gt=0, description="timeout of one API request, in seconds"
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="timeout of one API request, in seconds",
     )
     timezone: str = Field(
         "UTC", description="IANA zone of the API's per-day keys; decides which day is today"
@@ -104,7 +112,10 @@ class Settings(BaseSettings):
         None, description="exporter-toolkit web config: TLS and basic auth for /metrics"
     )
     poll_timeout_seconds: float | None = Field(
-        None, gt=0, description="deadline of one poll, retries included (default: 0.9 x interval)"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="deadline of one poll, retries included (default: 0.9 x interval)",
     )
     max_retries: int = Field(
         2, ge=0, le=10, description="retries of a request after a transient failure"
@@ -118,6 +129,7 @@ class Settings(BaseSettings):
     max_staleness_seconds: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="stop exporting a count not fetched for this long (default: 5 x interval)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -159,6 +171,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_name('poll_timeout_seconds')} must not be longer than "
                 f"{env_name('poll_interval_seconds')}, or polls would pile up"
+            )
+        if self.max_staleness_seconds is not None and (
+            self.max_staleness_seconds < self.poll_interval_seconds
+        ):
+            raise ValueError(
+                f"{env_name('max_staleness_seconds')} must be at least "
+                f"{env_name('poll_interval_seconds')}, or counts would vanish between polls"
             )
         return self
 
@@ -259,8 +278,10 @@ def _checked_key(key: str, where: str) -> SecretStr:
     if not key:
         raise ConfigError(f"{where}: the API key is empty")
     # It travels in an HTTP header: white space or control characters would break it.
-    if not key.isprintable() or any(char.isspace() for char in key):
-        raise ConfigError(f"{where}: the API key contains white space or control characters")
+    if not key.isascii() or not key.isprintable() or any(char.isspace() for char in key):
+        raise ConfigError(
+            f"{where}: the API key must be printable ASCII without white space (an HTTP header)"
+        )
     return SecretStr(key)
 
 

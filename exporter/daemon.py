@@ -12,13 +12,11 @@ import logging
 import signal
 from collections.abc import Callable
 
-import httpx
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import CollectorRegistry
 
-from exporter import __version__
-from exporter.client import ClientLimits, StatsClient
+from exporter.client import StatsClient, limits_from, open_http
 from exporter.config import AppConfig, ConfigError, Settings, env_name
 from exporter.exposition import Exposition
 from exporter.http import create_app
@@ -53,20 +51,8 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
 
-    limits = ClientLimits(
-        request_timeout=settings.request_timeout_seconds,
-        max_retries=settings.max_retries,
-        max_concurrent_requests=settings.max_concurrent_requests,
-        max_response_bytes=settings.max_response_bytes,
-    )
-    async with httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.request_timeout_seconds),
-        limits=httpx.Limits(
-            max_connections=settings.max_concurrent_requests,
-            max_keepalive_connections=settings.max_concurrent_requests,
-        ),
-        headers={"User-Agent": f"connectycube-exporter/{__version__}"},
-    ) as http:
+    limits = limits_from(settings)
+    async with open_http(limits) as http:
         scheduler = AsyncIOScheduler(event_loop=loop)
         poller = Poller(
             StatsClient(http, limits),
@@ -78,6 +64,7 @@ async def run(
         exposition = Exposition(
             lambda: poller.snapshot, settings.zone, settings.max_staleness, process_metrics()
         )
+        poller.configure(apps)  # before serving: /-/ready must not answer before it
         try:
             server = serve(
                 create_app(exposition.render, lambda: poller.ready, web_config),
@@ -98,7 +85,6 @@ async def run(
             len(apps),
             settings.poll_interval_seconds,
         )
-        poller.configure(apps)
         loop.add_signal_handler(signal.SIGHUP, _reload, poller, reload_apps)
         scheduler.start()
         try:

@@ -1,6 +1,6 @@
 """The exporter's HTTP routes, as a WSGI app built by ``create_app``.
 
-``/metrics`` renders whatever the registry's collectors hold now: it never calls the
+``/metrics`` serves the exposition of the current snapshot: it never calls the
 ConnectyCube API, so a scrape costs the same whatever the API is doing.
 """
 
@@ -51,9 +51,12 @@ def create_app(
     landing = LANDING_PAGE.format(version=escape(__version__)).encode()
 
     def metrics(environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
-        _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        try:
+            _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        except (TypeError, ValueError):  # a malformed Accept: the classic format
+            _, content_type = choose_encoder("")
         openmetrics = content_type.startswith("application/openmetrics-text")
-        compress = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))
@@ -91,6 +94,19 @@ def create_app(
         return [b"" if method == "HEAD" else body]
 
     return app
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` admits gzip (``gzip;q=0`` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 _TEXT = [("Content-Type", "text/plain; charset=utf-8")]

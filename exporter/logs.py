@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 # Libraries whose INFO and DEBUG lines are noise for an operator (one per request
 # or per job run); their warnings and errors still come through.
-_CHATTY = ("httpx", "httpcore", "apscheduler", "hpack")
+_CHATTY = ("httpx", "httpcore", "apscheduler")
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 
 
 class _TextFormatter(logging.Formatter):
@@ -20,8 +21,9 @@ class _TextFormatter(logging.Formatter):
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
     def format(self, record: logging.LogRecord) -> str:
-        # One event, one line: a newline inside a message would split it.
-        return super().format(record).replace("\n", "\\n")
+        # One event, one line: a newline (or a carriage return, or a terminal escape)
+        # inside a message, maybe from an API's error text, would forge or split lines.
+        return super().format(record).translate(_CONTROL)
 
 
 class _JSONFormatter(logging.Formatter):

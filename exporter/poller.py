@@ -44,7 +44,7 @@ class Poller:
         zone: ZoneInfo,
         interval: float,
         deadline: float,
-        scheduler: AsyncIOScheduler | None = None,
+        scheduler: AsyncIOScheduler,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
@@ -56,6 +56,8 @@ class Poller:
         self._apps: dict[str, AppConfig] = {}
         self._snapshot = Snapshot()
         self._auth_warned_at: dict[str, float] = {}
+        self._job_ids: dict[str, str] = {}
+        self._configurations = 0
         self._ready = False
 
     @property
@@ -75,28 +77,34 @@ class Poller:
         one stops being polled and leaves ``/metrics``.
         """
         wanted = {app.name: app for app in apps}
-        for name in self._apps.keys() - wanted.keys():
-            if self._scheduler is not None:
-                self._scheduler.remove_job(name)
-            self._client.forget(name)
-            self._auth_warned_at.pop(name, None)
+        for name, app in self._apps.items():
+            if wanted.get(name) != app:
+                # A poll of the old job still running finishes, and its answers are
+                # dropped (see poll): they belong to a configuration no longer in force.
+                self._scheduler.remove_job(self._job_ids.pop(name))
+            if name not in wanted:
+                self._client.forget(name)
+                self._auth_warned_at.pop(name, None)
         for name, app in wanted.items():
-            if self._scheduler is None or self._apps.get(name) == app:
+            if self._apps.get(name) == app:
                 continue
-            self._scheduler.add_job(
+            # A new job id per configuration: the old job's running poll must not count
+            # against max_instances and delay the first poll with the new key.
+            self._configurations += 1
+            job = self._scheduler.add_job(
                 self.poll,
                 "interval",
                 args=[app],
                 seconds=self._interval,
-                id=name,
+                id=f"{name}#{self._configurations}",
                 name=f"poll app {name}",
-                replace_existing=True,
                 next_run_time=datetime.now(UTC),
                 max_instances=1,
                 coalesce=True,
                 # A run that starts late is still worth running, once.
                 misfire_grace_time=max(1, int(self._interval)),
             )
+            self._job_ids[name] = job.id
         previous = self._snapshot.apps
         self._apps = wanted
         self._snapshot = Snapshot(

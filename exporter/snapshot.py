@@ -53,8 +53,8 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        """Every app has been polled once, successfully or not."""
-        return all(app.polled for app in self.apps.values())
+        """There are apps, and every one has been polled once, successfully or not."""
+        return bool(self.apps) and all(app.polled for app in self.apps.values())
 
     def with_app(self, app: AppSnapshot) -> Snapshot:
         return Snapshot(frozen_map({**self.apps, app.name: app}))

@@ -89,7 +89,7 @@ def test_key_file_is_read_and_trimmed(monkeypatch: pytest.MonkeyPatch, clean_env
         (
             {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_POLL_INTERVAL_SECONDS": "0"},
             "CONNECTYCUBE_POLL_INTERVAL_SECONDS (--poll-interval-seconds): Input should be "
-            "greater than 0",
+            "greater than or equal to 0.01",
         ),
         (
             {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_TIMEZONE": "Mars/Olympus"},
@@ -113,7 +113,24 @@ def test_key_file_is_read_and_trimmed(monkeypatch: pytest.MonkeyPatch, clean_env
         ),
         (
             {"CONNECTYCUBE_API_KEY": f"{SECRET_KEY} {SECRET_KEY}"},
-            "the API key contains white space or control characters",
+            "the API key must be printable ASCII without white space",
+        ),
+        (
+            {"CONNECTYCUBE_API_KEY": "ключ-доступа"},
+            "the API key must be printable ASCII without white space",
+        ),
+        (
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_POLL_INTERVAL_SECONDS": "inf"},
+            "CONNECTYCUBE_POLL_INTERVAL_SECONDS (--poll-interval-seconds): Input should be a "
+            "finite number",
+        ),
+        (
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_MAX_STALENESS_SECONDS": "5"},
+            "CONNECTYCUBE_MAX_STALENESS_SECONDS must be at least",
+        ),
+        (
+            {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_API_URL": "https://x.example/?a=1"},
+            "CONNECTYCUBE_API_URL (--api-url): the base URL takes no query or fragment",
         ),
     ],
 )

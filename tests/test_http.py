@@ -97,3 +97,24 @@ def test_head_has_headers_and_no_body(client: Client) -> None:
     assert status == 200
     assert body == b""
     assert int(headers["Content-Length"]) > 0
+
+
+def test_malformed_accept_falls_back_to_the_classic_format(client: Client) -> None:
+    status, headers, body = client.request(
+        "/metrics", accept="application/openmetrics-text; version=abc"
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    assert b"connectycube_up" in body
+
+
+@pytest.mark.parametrize("encoding", ["gzip;q=0", "identity", "br", "gzip;q=zero"])
+def test_gzip_only_when_accepted(client: Client, encoding: str) -> None:
+    _, headers, _ = client.request("/metrics", accept_encoding=encoding)
+    assert "Content-Encoding" not in headers
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP;q=0.5", "br, gzip;q=1.0", "x-gzip"])
+def test_gzip_when_accepted(client: Client, encoding: str) -> None:
+    _, headers, _ = client.request("/metrics", accept_encoding=encoding)
+    assert headers["Content-Encoding"] == "gzip"

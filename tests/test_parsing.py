@@ -70,6 +70,7 @@ def test_per_day_takes_keys_in_any_order(by_day: dict[date, int], rnd) -> None:
         [["2023-02-20", 5]],
         {"not-a-date": 5},
         {"20230220": 5},
+        {"2023-W01-1": 5},
         {"2023-02-30": 5},
         {"2023-02-20": -1},
         {"2023-02-20": 2.5},

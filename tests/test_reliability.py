@@ -103,7 +103,7 @@ FAULTS = [
     pytest.param(
         {"body": "bad_date_key"},
         "invalid_response",
-        "key 'not-a-date' is not a YYYY-MM-DD date",
+        "messages/sent-per-day: a key is not a YYYY-MM-DD date",
         False,
         id="date-key",
     ),

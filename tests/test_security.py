@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.client import APIStatusError, StatsClient
+from exporter.client import APIError, StatsClient
 from exporter.config import ConfigError, load_apps, load_settings
 from exporter.simulator import Simulator
 from tests.conftest import SECRET_KEY
@@ -170,25 +171,39 @@ def test_settings_and_apps_never_show_the_key(clean_env: Path) -> None:
         assert SECRET_KEY not in text
 
 
-def test_api_error_bodies_echoing_the_key_are_scrubbed() -> None:
-    """A hostile server that echoes the key in its error body (the simulator never does)."""
+ECHOES = [
+    pytest.param(401, {"errors": {"base": ["bad key {key}"]}}, id="error-body"),
+    pytest.param(401, {"errors": {"base": ["x" * 190 + "{key}"]}}, id="error-body-at-the-cut"),
+    pytest.param(200, {"total": "{key}"}, id="count"),
+    pytest.param(200, {"{key}": 5}, id="day-key"),
+]
+
+
+@pytest.mark.parametrize(("status", "template"), ECHOES)
+def test_answers_echoing_the_key_never_show_it(status: int, template: dict) -> None:
+    """A hostile server that echoes the key back (the simulator never does)."""
 
     def echo(request: httpx.Request) -> httpx.Response:
         key = request.headers["CB-Administration-API-Key"]
-        return httpx.Response(401, json={"errors": {"base": [f"bad key {key}"]}})
+        body = json.loads(json.dumps(template).replace("{key}", key))
+        return httpx.Response(status, json=body)
 
     async def ask() -> str:
         async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http:
             [app] = load_apps(load_settings({"api_key": SECRET_KEY}))
-            try:
-                await StatsClient(http).total(app, "messages")
-            except APIStatusError as exc:
-                return str(exc)
-        return ""
+            client = StatsClient(http)
+            messages = []
+            for call in (client.total(app, "messages"), client.per_day(app, "messages")):
+                try:
+                    await call
+                except APIError as exc:
+                    messages.append(str(exc))
+        return " | ".join(messages)
 
     message = asyncio.run(ask())
-    assert "bad key ***" in message
+    assert message
     assert SECRET_KEY not in message
+    assert SECRET_KEY[:12] not in message  # not even the part before a cut
 
 
 # Property-based fuzzing of the configuration loader: any input is a value or a
