@@ -68,7 +68,11 @@ class Exporter:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.url = wait_until(self._listening_url, 20, "the exporter to listen")
+        try:
+            self.url = wait_until(self._listening_url, 20, "the exporter to listen")
+        except BaseException:
+            self.process.kill()  # never leave a stray exporter behind a failed start
+            raise
 
     def _read(self) -> None:
         assert self.process.stderr is not None

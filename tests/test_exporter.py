@@ -28,9 +28,11 @@ def start(url: str, *args: str, key: str = SECRET_KEY) -> Exporter:
 @pytest.fixture
 def exporter(simulator: tuple[Simulator, str], history: dict[str, float]) -> Iterator[Exporter]:
     process = start(simulator[1])
-    process.wait_for_value("connectycube_up", 1, app="default")
-    yield process
-    process.stop()
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        yield process
+    finally:
+        process.stop()  # also when the start-up wait failed: no stray process
 
 
 def test_serves_exact_counts(exporter: Exporter) -> None:

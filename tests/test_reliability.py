@@ -35,9 +35,11 @@ TIMING = (
 @pytest.fixture
 def exporter(simulator: tuple[Simulator, str], history: dict[str, float]) -> Iterator[Exporter]:
     process = start_exporter(simulator[1], *TIMING, key=SECRET_KEY)
-    process.wait_for_value("connectycube_up", 1, **APP)
-    yield process
-    process.stop()
+    try:
+        process.wait_for_value("connectycube_up", 1, **APP)
+        yield process
+    finally:
+        process.stop()  # also when the start-up wait failed: no stray process
 
 
 def requests_per_call(sim: Simulator, since: float, until: float) -> Counter[tuple[str, str]]:

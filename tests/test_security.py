@@ -57,9 +57,11 @@ def locked(
         verify=client_context(pki),
         auth=("prometheus", PASSWORD),
     )
-    process.wait_for_value("connectycube_up", 1, app="default")
-    yield process
-    process.stop()
+    try:
+        process.wait_for_value("connectycube_up", 1, app="default")
+        yield process
+    finally:
+        process.stop()  # also when the start-up wait failed: no stray process
 
 
 @pytest.mark.slow
