@@ -1,8 +1,5 @@
 """Prometheus exporter for the ConnectyCube Admin Statistics API."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("connectycube-exporter")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+# Kept equal to pyproject.toml's version by a test; read here without importlib.metadata,
+# which costs start-up time and memory for one string.
+__version__ = "0.1.0"

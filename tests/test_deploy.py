@@ -572,3 +572,9 @@ def test_grafana_provisioning_points_at_the_compose_mounts(compose: dict[str, An
     }
     assert urls == {"http://prometheus:9090"}
     assert "prometheus" in compose["services"]
+
+
+def test_package_version_matches_pyproject() -> None:
+    import exporter
+
+    assert exporter.__version__ == PYPROJECT["version"]
