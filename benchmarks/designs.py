@@ -218,7 +218,22 @@ class ExporterRun:
         self.process.stop(wait=False)
 
 
-class BaselineRun:
+class _ComparedDesign:
+    """What the two designs compared with the exporter have in common."""
+
+    url: str
+    process: Process
+
+    def metrics(self) -> str:
+        response = httpx.get(self.url + "/metrics", timeout=30)
+        response.raise_for_status()
+        return response.text
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class BaselineRun(_ComparedDesign):
     """The afternoon exporter; it reports each finished cycle on stderr."""
 
     def __init__(
@@ -247,16 +262,8 @@ class BaselineRun:
         found = self.process.wait_for_line(CYCLE_DONE, timeout, count)
         return [(at, float(match.group(2))) for at, match in found]
 
-    def metrics(self) -> str:
-        response = httpx.get(self.url + "/metrics", timeout=30)
-        response.raise_for_status()
-        return response.text
 
-    def stop(self) -> None:
-        self.process.stop()
-
-
-class ScrapeTimeRun:
+class ScrapeTimeRun(_ComparedDesign):
     """The scrape-time design: nothing happens until someone scrapes."""
 
     def __init__(self, bench: Bench, apps: int) -> None:
@@ -275,11 +282,3 @@ class ScrapeTimeRun:
         ]
         self.process = Process("scrape-time", argv, python_env(REPO_ROOT), bench.workdir)
         self.url, self.listening_after = self.process.listening_url()
-
-    def metrics(self) -> str:
-        response = httpx.get(self.url + "/metrics", timeout=30)
-        response.raise_for_status()
-        return response.text
-
-    def stop(self) -> None:
-        self.process.stop()
