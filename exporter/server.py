@@ -43,6 +43,31 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     # Many scrapers (or benchmark clients) may connect at once.
     request_queue_size = 128
 
+    # One thread per connection, so connections are capped: a flood of idle clients
+    # is turned away at the door instead of costing a thread each.
+    max_connections = 256
+
+    def server_activate(self) -> None:
+        self._connections = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            log.debug("too many connections: closing one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A failed handshake or a dropped connection is the client's business: one
         # debug line, not a traceback on stderr.

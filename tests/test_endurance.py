@@ -139,7 +139,7 @@ def test_soak_thousands_of_polls_with_random_faults(tmp_path: Path) -> None:
         for i in range(3):
             process.wait_for_value("connectycube_up", 1, timeout=20, app=f"app{i}")
         chaos.start()
-        time.sleep(10)  # warm-up: allocator arenas, connection pool, caches
+        time.sleep(5)  # warm-up: allocator arenas, connection pool, caches
         polls_warm = polls(process)
         for _ in range(30):
             samples.append(resources(process))
@@ -155,7 +155,7 @@ def test_soak_thousands_of_polls_with_random_faults(tmp_path: Path) -> None:
     rss = [sample[0] for sample in samples]
     first, last = samples[:10], samples[-10:]
     print(
-        f"\nsoak: {cycles:.0f} poll cycles in 30 s after a 10 s warm-up, "
+        f"\nsoak: {cycles:.0f} poll cycles in 30 s after a 5 s warm-up, "
         f"{polls_end:.0f} in all; RSS KiB min/max {min(rss)}/{max(rss)}, first 10 s mean "
         f"{sum(s[0] for s in first) / 10:.0f}, last 10 s mean {sum(s[0] for s in last) / 10:.0f}; "
         f"sockets max {max(s[1] for s in samples)} (cap {cap}); other fds "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import socket
+import time
 from wsgiref.util import setup_testing_defaults
 from zoneinfo import ZoneInfo
 
@@ -118,3 +120,31 @@ def test_gzip_only_when_accepted(client: Client, encoding: str) -> None:
 def test_gzip_when_accepted(client: Client, encoding: str) -> None:
     _, headers, _ = client.request("/metrics", accept_encoding=encoding)
     assert headers["Content-Encoding"] == "gzip"
+
+
+def test_connections_beyond_the_cap_are_turned_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle clients cannot take every thread: over the cap, a connection is closed at once."""
+    from exporter import server as server_module
+
+    monkeypatch.setattr(server_module._ThreadingWSGIServer, "max_connections", 2)
+    running = server_module.serve(Client().app, "127.0.0.1:0")
+    idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both are accepted and hold their threads
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as third:
+            try:
+                third.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+                answer = third.recv(100)
+            except (ConnectionResetError, BrokenPipeError):
+                answer = b""
+            assert answer == b""  # closed without an answer
+        for connection in idle:
+            connection.close()
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as fourth:
+            fourth.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
+            assert fourth.recv(100).startswith(b"HTTP/1.0 200")
+    finally:
+        for connection in idle:
+            connection.close()
+        running.stop()
