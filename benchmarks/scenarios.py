@@ -124,6 +124,13 @@ def baseline_interval(latency: float) -> float:
     return round(REQUESTS_PER_APP * latency + 0.25, 2)
 
 
+def one_app_baseline(bench: Bench, latency: float) -> tuple[BaselineRun, float]:
+    """The baseline polling one app on a quiet simulator, and its cycle interval."""
+    fresh(bench.simulator)
+    interval = baseline_interval(latency)
+    return BaselineRun(bench, 1, interval), interval
+
+
 def short_interval(latency: float) -> float:
     """An exporter poll interval a few polls fit in quickly, each well inside it."""
     return round(5 * latency, 3)
@@ -168,9 +175,7 @@ def scenario_1(bench: Bench, params: Params) -> Outcome:
     finally:
         run.stop()
 
-    fresh(bench.simulator)
-    b_interval = baseline_interval(latency)
-    base = BaselineRun(bench, 1, b_interval)
+    base, b_interval = one_app_baseline(bench, latency)
     try:
         (_, cold_b), *_ = base.wait_cycles(1, 60)
         sim.reset_stats()  # in the pause after cycle 1
@@ -773,9 +778,7 @@ def scenario_5(bench: Bench, params: Params) -> Outcome:
     finally:
         run.stop()
 
-    fresh(bench.simulator)
-    b_interval = baseline_interval(latency)
-    base = BaselineRun(bench, 1, b_interval)
+    base, b_interval = one_app_baseline(bench, latency)
     try:
         (at, _), *_ = base.wait_cycles(1, 60)
         cpu0 = base.process.cpu_seconds()
