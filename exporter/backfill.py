@@ -31,7 +31,15 @@ from typing import IO, TypeVar
 from zoneinfo import ZoneInfo
 
 from exporter.cli import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.client import MESSAGES, APIError, Kind, StatsClient, limits_from, open_http
+from exporter.client import (
+    DAY_PATTERN,
+    MESSAGES,
+    APIError,
+    Kind,
+    StatsClient,
+    limits_from,
+    open_http,
+)
 from exporter.collector import COUNTS, dialog_type_label
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
 from exporter.days import day_bounds, day_start, local_day
@@ -49,7 +57,6 @@ EARLIEST_SINCE = date(1970, 1, 3)
 """The day before ``--since`` is fetched too, and must start after the Unix epoch."""
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 OWN_LABELS = frozenset({"app", "dialog_type"})
-DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 STDOUT = "-"
 
 
@@ -70,7 +77,7 @@ class Interrupted(BaseException):
 
 def parse_day(text: str) -> date:
     """A ``YYYY-MM-DD`` day, strictly (no ``20240101``, no week dates)."""
-    if not DAY_FORMAT.match(text):
+    if not DAY_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a YYYY-MM-DD date")
     try:
         return date.fromisoformat(text)

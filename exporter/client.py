@@ -116,12 +116,12 @@ def parse_per_day(payload: Any) -> dict[date, int]:
     return counts
 
 
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_day(text: str) -> date | None:
     """A strict ``YYYY-MM-DD`` (fromisoformat alone also takes ``20230220``, ``2023-W01-1``)."""
-    if not _DAY.fullmatch(text):
+    if not DAY_PATTERN.fullmatch(text):
         return None
     try:
         return date.fromisoformat(text)
