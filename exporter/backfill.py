@@ -23,34 +23,35 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import IO, TypeVar
+from typing import IO
 from zoneinfo import ZoneInfo
 
 from exporter.cli import PROG, ArgumentParser, add_settings_arguments, settings_from
 from exporter.client import (
     DAY_PATTERN,
     MESSAGES,
+    ONE_DAY,
+    PAGE_DAYS,
     APIError,
     Kind,
     StatsClient,
     limits_from,
     open_http,
 )
-from exporter.collector import COUNTS, dialog_type_label
+from exporter.collector import COUNTS
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.days import day_bounds, day_start, local_day
+from exporter.days import day_bounds, local_day
 from exporter.exposition import escape_label_value
 from exporter.poller import endpoint_label
 
-T = TypeVar("T")
-
 COMMAND = f"{PROG} backfill"
-PAGE_DAYS = 100
-"""Days per request window, and the ``limit`` asked: the API's page size."""
+WINDOW_DAYS = PAGE_DAYS - 2
+"""Days per request: a full window and the day either side (see StatsClient.days) fit a
+page."""
 DEFAULT_CONCURRENCY = 4
 """Windows fetched at once: the API is rate limited, and a backfill is not urgent."""
 EARLIEST_SINCE = date(1970, 1, 3)
@@ -167,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="API requests at once (default: %(default)s; also capped by "
         f"{env_name('max_concurrent_requests')})",
     )
+    backfill.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail, writing nothing, when the per-day counts and the totals disagree "
+        "(default: warn and write)",
+    )
     add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
     return parser
 
@@ -180,6 +187,7 @@ class Plan:
     output: str
     labels: tuple[tuple[str, str], ...]
     concurrency: int
+    strict: bool = False
 
     @property
     def days(self) -> list[date]:
@@ -206,7 +214,7 @@ def make_plan(args: argparse.Namespace, today: date) -> Plan:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"argument --label: repeated label {', '.join(repeated)}")
-    return Plan(since, until, args.output, tuple(args.label), args.concurrency)
+    return Plan(since, until, args.output, tuple(args.label), args.concurrency, args.strict)
 
 
 def select_apps(apps: tuple[AppConfig, ...], only: Sequence[str]) -> tuple[AppConfig, ...]:
@@ -337,8 +345,8 @@ class Progress:
 # --------------------------------------------------------------------------- fetching
 
 
-def kind_name(kind: Kind) -> str:
-    return "messages" if kind == MESSAGES else f"dialogs {dialog_type_label(int(kind))}"
+def kind_name(app: AppConfig, kind: Kind) -> str:
+    return "messages" if kind == MESSAGES else f"dialogs {app.type_name(int(kind))}"
 
 
 @dataclass
@@ -351,32 +359,25 @@ class AppHistory:
 
 
 class Fetcher:
-    """Pages through the API for a plan, with bounded concurrency, over the shared client."""
+    """Fetches a plan's days for every app, over the shared client.
+
+    The client reads each window exactly (``StatsClient.days``); this combines the days
+    into totals and checks them against the API's own.
+    """
 
     def __init__(
         self,
         client: StatsClient,
         zone: ZoneInfo,
         plan: Plan,
-        progress: Progress,
+        progress: Progress | None = None,
     ) -> None:
         self._client = client
         self._zone = zone
         self._plan = plan
         self._progress = progress
-        self._slots = asyncio.Semaphore(plan.concurrency)
-        self.requests = 0
-
-    async def _call(self, app: AppConfig, request: Callable[[], Awaitable[T]]) -> T:
-        async with self._slots:
-            self.requests += 1
-            try:
-                return await request()
-            except APIError as exc:
-                # Retries and Retry-After were the client's; what is left is final.
-                raise BackfillError(
-                    f"app {app.name}: {endpoint_label(exc.endpoint)}: {exc.reason}"
-                ) from None
+        self.warnings: list[str] = []
+        self.histories: list[AppHistory] = []
 
     async def fetch_all(self, apps: Iterable[AppConfig]) -> list[AppHistory]:
         histories = [AppHistory(app) for app in apps]
@@ -387,30 +388,52 @@ class Fetcher:
         except ExceptionGroup as errors:
             # The first failure cancelled the rest: report it alone, in one line.
             raise _first(errors) from None
+        self.histories = histories
         return histories
 
     async def _fetch_app(self, history: AppHistory) -> None:
         app = history.app
         # The day before the first is needed for the first day's _yesterday.
-        first, last = self._plan.first - timedelta(days=1), self._plan.last
+        first, last = self._plan.first - ONE_DAY, self._plan.last
         middle = self._plan.first + (self._plan.last - self._plan.first) // 2
-        check_days = sorted({self._plan.first, middle})
-        async with asyncio.TaskGroup() as group:
-            for kind in (MESSAGES, *app.dialog_types):
-                windows = [
-                    group.create_task(self.fetch_window(app, kind, start, end))
-                    for start, end in _windows(first, last, PAGE_DAYS)
-                ]
-                end_total = group.create_task(self._total_at(app, kind, last))
-                checks = {
-                    day: group.create_task(self._total_at(app, kind, day)) for day in check_days
-                }
-                group.create_task(self._combine(history, kind, windows, end_total, checks))
+        check_days = sorted({self._plan.first, middle} - {last})
+        try:
+            async with asyncio.TaskGroup() as group:
+                for kind in (MESSAGES, *app.dialog_types):
+                    windows = [
+                        group.create_task(
+                            self._client.days(
+                                app, kind, start, end, self._zone, done=self._done(app)
+                            )
+                        )
+                        for start, end in _windows(first, last, WINDOW_DAYS)
+                    ]
+                    end_total = group.create_task(self._total_at(app, kind, last))
+                    checks = {
+                        day: group.create_task(self._total_at(app, kind, day)) for day in check_days
+                    }
+                    group.create_task(self._combine(history, kind, windows, end_total, checks))
+        except ExceptionGroup as errors:
+            error = _first(errors)
+            if isinstance(error, APIError):
+                # Retries and Retry-After were the client's; what is left is final.
+                raise BackfillError(
+                    f"app {app.name}: {endpoint_label(error.endpoint)}: {error.reason}"
+                ) from None
+            raise error from None
 
-    async def _total_at(self, app: AppConfig, kind: Kind, day: date) -> int:
-        """The all-time total as it stood at the end of ``day``."""
-        end = day_bounds(day, self._zone)[1]
-        return await self._call(app, lambda: self._client.total(app, kind, end=end))
+    def _done(self, app: AppConfig) -> Callable[[date, date], None]:
+        def advance(first: date, last: date) -> None:
+            if self._progress is not None:
+                # Days of the plan only: the extra day before it is not shown.
+                self._progress.advance(
+                    app.name, max(0, (last - max(first, self._plan.first)).days + 1)
+                )
+
+        return advance
+
+    def _total_at(self, app: AppConfig, kind: Kind, day: date) -> Awaitable[int]:
+        return self._client.total_at_end_of(app, kind, day, self._zone)
 
     async def _combine(
         self,
@@ -432,66 +455,21 @@ class Fetcher:
         for day, check in checks.items():
             expected = await check
             if expected != totals[day]:
-                raise BackfillError(
-                    f"app {history.app.name}: {kind_name(kind)}: the API's total at the end "
-                    f"of {day} is {expected}, but its total at the end of {self._plan.last} "
-                    f"minus the per-day counts in between is {totals[day]}; the per-day and "
-                    f"total endpoints disagree (is {env_name('timezone')} the API's zone?)"
+                self._disagree(
+                    f"app {history.app.name}: {kind_name(history.app, kind)}: the API's total "
+                    f"at the end of {day} is {expected}, but its total at the end of "
+                    f"{self._plan.last} minus the per-day counts in between is {totals[day]} "
+                    f"(off by {totals[day] - expected:+d}); the per-day and total endpoints "
+                    f"disagree: is {env_name('timezone')} the zone in which the API cuts its "
+                    "days? ('connectycube-exporter check' tells)"
                 )
         history.counts[kind] = counts
         history.totals[kind] = totals
 
-    async def fetch_window(
-        self, app: AppConfig, kind: Kind, first: date, last: date
-    ) -> dict[date, int]:
-        """Every day with activity from ``first`` to ``last``, page by page.
-
-        A page lists days with activity in ascending order; ``offset`` skips that many.
-        A server may cap ``limit`` below what was asked, so a short page proves nothing:
-        the window is done only on an empty page or once its last day has been seen.
-        Every non-empty page must bring new days inside the window, so the loop ends
-        after at most one page per day even if the server misbehaves.
-        """
-        start, end = day_start(first, self._zone), day_start(last + timedelta(days=1), self._zone)
-        counts: dict[date, int] = {}
-        seen_until = first - timedelta(days=1)
-        where = f"app {app.name}: {kind_name(kind)}"
-        while True:
-            offset = len(counts)
-            page = await self._call(
-                app,
-                lambda offset=offset: self._client.per_day(
-                    app, kind, start, end, limit=PAGE_DAYS, offset=offset
-                ),
-            )
-            if not page:
-                break
-            outside = sorted(day for day in page if not first <= day <= last)
-            if outside:
-                raise BackfillError(
-                    f"{where}: asked for {first} to {last}, the API answered {outside[0]} "
-                    f"(is {env_name('timezone')} the API's zone?)"
-                )
-            repeated = sorted(page.keys() & counts.keys())
-            if repeated:
-                raise BackfillError(
-                    f"{where}: the page at offset {offset} repeats {repeated[0]}: the API "
-                    "seems to ignore offset, so the days cannot be paged through"
-                )
-            counts.update(page)
-            newest = max(page)
-            if newest > seen_until:
-                self._progress.advance(app.name, self._wanted(seen_until, newest))
-                seen_until = newest
-            if newest == last:
-                break
-        self._progress.advance(app.name, self._wanted(seen_until, last))
-        return counts
-
-    def _wanted(self, after: date, upto: date) -> int:
-        """Days of the plan in ``(after, upto]`` (the extra day before it is not shown)."""
-        low = max(after + timedelta(days=1), self._plan.first)
-        return max(0, (upto - low).days + 1)
+    def _disagree(self, message: str) -> None:
+        if self._plan.strict:
+            raise BackfillError(message)
+        self.warnings.append(message)
 
 
 def _windows(first: date, last: date, size: int) -> list[tuple[date, date]]:
@@ -541,7 +519,9 @@ def render(
             for kind in kinds:
                 series = f'app="{app}"'
                 if kind != MESSAGES:
-                    series += f',dialog_type="{escape_label_value(dialog_type_label(int(kind)))}"'
+                    series += (
+                        f',dialog_type="{escape_label_value(history.app.type_name(int(kind)))}"'
+                    )
                 prefix = f"{family.name}{{{series}{extra}}} "
                 counts = history.counts[kind]
                 for day, stamp in zip(days, stamps, strict=True):
@@ -569,7 +549,7 @@ def _handle_stop_signals() -> None:
 
 async def _fetch(
     settings: Settings, apps: tuple[AppConfig, ...], plan: Plan, progress: Progress
-) -> tuple[list[AppHistory], int]:
+) -> tuple[int, Fetcher]:
     # In the event loop a signal cancels the work, so that every request is closed.
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -583,12 +563,16 @@ async def _fetch(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     limits = limits_from(settings)
+    limits = replace(
+        limits, max_concurrent_requests=min(plan.concurrency, limits.max_concurrent_requests)
+    )
     try:
-        async with open_http(limits, min(plan.concurrency, limits.max_concurrent_requests)) as http:
-            fetcher = Fetcher(StatsClient(http, limits), settings.zone, plan, progress)
+        async with open_http(limits) as http:
+            client = StatsClient(http, limits)
+            fetcher = Fetcher(client, settings.zone, plan, progress)
             # No deadline: a backfill may wait out a Retry-After the daemon would skip.
-            histories = await fetcher.fetch_all(apps)
-            return histories, fetcher.requests
+            await fetcher.fetch_all(apps)
+            return client.requests, fetcher
     except asyncio.CancelledError:
         if received:
             raise Interrupted(received[0]) from None
@@ -636,11 +620,15 @@ def _main(argv: list[str]) -> int:
         progress = Progress(kinds, len(plan.days))
         try:
             progress.draw()
-            histories, requests = asyncio.run(_fetch(settings, apps, plan, progress))
+            requests, fetcher = asyncio.run(_fetch(settings, apps, plan, progress))
             progress.draw()
         finally:
             progress.clear()
-        text, samples = render(histories, plan.days, zone, plan.labels)
+        for warning in fetcher.warnings:
+            print(
+                f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr
+            )
+        text, samples = render(fetcher.histories, plan.days, zone, plan.labels)
         output.commit(text)
     except Interrupted as stop:
         return _fail(128 + stop.signum, f"stopped by {stop}; nothing written")

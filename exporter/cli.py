@@ -20,6 +20,7 @@ from exporter.webconfig import WebConfigError, load_web_config
 PROG = "connectycube-exporter"
 DEMO_KEY = "demo-key"
 BACKFILL = "backfill"
+CHECK = "check"
 
 
 def _shown(default: Any) -> str:
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every flag can also be given as the environment variable shown, or in a .env "
             "file in the working directory; a flag wins over the environment. "
-            f"To load past days into Prometheus: {PROG} {BACKFILL} --help."
+            f"To load past days into Prometheus: {PROG} {BACKFILL} --help. "
+            f"To check a key and the settings against the API: {PROG} {CHECK} --help."
         ),
     )
     add_settings_arguments(parser)
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.backfill import main as backfill  # the daemon never needs it
 
         return backfill(argv[1:])
+    if argv[:1] == [CHECK]:
+        from exporter.check import main as check  # the daemon never needs it
+
+        return check(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)

@@ -14,15 +14,17 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final, TypeVar
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from exporter import __version__
 from exporter.config import AppConfig, Settings
+from exporter.days import ALL_TIME_START, day_start, days_window
 
 API_KEY_HEADER: Final = "CB-Administration-API-Key"
 MESSAGES: Final = "messages"
@@ -34,6 +36,9 @@ Kind = str | int
 """``MESSAGES`` or a dialog type code."""
 
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20  # 100 days of counts are ~2 KB
+PAGE_DAYS: Final = 100
+"""The ``limit`` asked of the per-day endpoints: their documented default page size."""
+ONE_DAY: Final = timedelta(days=1)
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS: Final = 3600.0
 
@@ -86,13 +91,24 @@ def endpoint_path(kind: Kind, per_day: bool) -> str:
     return "/admin/stats/dialogs/" + ("created-per-day" if per_day else "created-total")
 
 
+MAX_COUNT: Final = 2**53
+"""Past this a float64, and so Prometheus, no longer holds every whole number."""
+COUNT_TEXT = re.compile(r"[0-9]{1,20}")
+
+
 def check_count(value: Any) -> int:
+    """A count as the API may spell it: ``167``, ``"167"`` or ``167.0``; nothing else."""
     # bool is an int subclass in Python; JSON true is not a count.
+    spelled = isinstance(value, str) and COUNT_TEXT.fullmatch(value)
+    if spelled or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         # The type, not the value: an answer's text is not ours to print.
         raise InvalidAnswer(f"a count of type {_json_type(value)} is not an integer")
     if value < 0:
         raise InvalidAnswer(f"count {value} is negative")
+    if value > MAX_COUNT:
+        raise InvalidAnswer("a count is larger than 2^53, more than Prometheus holds exactly")
     return value
 
 
@@ -185,9 +201,9 @@ def limits_from(settings: Settings) -> ClientLimits:
 MAX_KEEPALIVE_CONNECTIONS: Final = 16
 
 
-def open_http(limits: ClientLimits, connections: int | None = None) -> httpx.AsyncClient:
+def open_http(limits: ClientLimits) -> httpx.AsyncClient:
     """The one HTTP client of a process, its pool as large as the requests allowed."""
-    pool = connections or limits.max_concurrent_requests
+    pool = limits.max_concurrent_requests
     return httpx.AsyncClient(
         timeout=httpx.Timeout(limits.request_timeout),
         limits=httpx.Limits(
@@ -218,6 +234,8 @@ class StatsClient:
         self._clock = clock
         self._slots = asyncio.Semaphore(self._limits.max_concurrent_requests)
         self._not_before: dict[str, float] = {}  # app name -> clock() of the next request
+        self._longest_page: dict[str, int] = {}  # app -> most days one answer held
+        self.requests = 0  # sent, retries included
 
     async def total(
         self,
@@ -250,9 +268,97 @@ class StatsClient:
         payload = await self._get_json(app, path, query, deadline)
         return _parsed(path, parse_per_day, payload, app)
 
+    async def days(
+        self,
+        app: AppConfig,
+        kind: Kind,
+        first: date,
+        last: date,
+        zone: ZoneInfo,
+        *,
+        deadline: float | None = None,
+        done: Callable[[date, date], None] | None = None,
+    ) -> dict[date, int]:
+        """The count of each day with activity from ``first`` to ``last``, exactly.
+
+        Exact whatever the API's bounds (see ``days_window``) and whatever it caps the
+        size of a page at, which it does not say (and which may differ by plan): a page
+        shorter than the longest page the app has been given cannot have been cut short,
+        nor can one holding every day of its window. Any other may have been, and its
+        window is asked again as two halves, down to single days. ``offset``, whose
+        meaning is not documented, is never sent. ``done(first, last)`` is called as each
+        part of the range is complete.
+        """
+        start, end = days_window(first, last, zone)
+        page = await self._page(app, kind, start, end, deadline)
+        counts = {day: n for day, n in page.items() if first <= day <= last}
+        # The window's extra second and an inclusive end may add the day either side.
+        stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
+        if stray:
+            raise APIInvalidResponse(
+                endpoint_path(kind, per_day=True),
+                f"asked for {first} to {last}, the answer holds {stray[0]}",
+            )
+        span = (last - first).days + 1
+        if span == 1 and not counts and last + ONE_DAY in page and self._full(app, page):
+            # Only an event at exactly the closing midnight, under an inclusive end, brings
+            # the next day's key: a window ending a second earlier leaves it out.
+            page = await self._page(app, kind, start, end - 1, deadline)
+            counts = {day: n for day, n in page.items() if day == first}
+        if len(counts) == span or not self._full(app, page):
+            if done is not None:
+                done(first, last)
+            return counts
+        if span == 1:
+            raise APIInvalidResponse(
+                endpoint_path(kind, per_day=True),
+                f"the API answers at most {len(page)} day(s) at a time, and the days next to "
+                f"{first} leave no room for it",
+            )
+        # One half after the other: an error then ends the work, with no half left over.
+        middle = first + timedelta(days=span // 2 - 1)
+        lower = await self.days(app, kind, first, middle, zone, deadline=deadline, done=done)
+        upper = await self.days(
+            app, kind, middle + ONE_DAY, last, zone, deadline=deadline, done=done
+        )
+        return {**lower, **upper}
+
+    async def total_at_end_of(
+        self,
+        app: AppConfig,
+        kind: Kind,
+        day: date,
+        zone: ZoneInfo,
+        *,
+        deadline: float | None = None,
+    ) -> int:
+        """The all-time total as it stood at the end of ``day``, whatever the bounds.
+
+        An inclusive ``end_date`` also counts events at exactly the next midnight, which
+        belong to the next day: a per-day answer over the same end shows them under that
+        day's key, and they are taken off again.
+        """
+        end = day_start(day + ONE_DAY, zone)
+        total = await self.total(app, kind, ALL_TIME_START, end, deadline=deadline)
+        edge = await self.per_day(app, kind, end - 1, end, deadline=deadline)
+        return total - edge.get(day + ONE_DAY, 0)
+
+    async def _page(
+        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float | None
+    ) -> dict[date, int]:
+        page = await self.per_day(app, kind, start, end, limit=PAGE_DAYS, deadline=deadline)
+        longest = self._longest_page.get(app.name, 0)
+        self._longest_page[app.name] = max(longest, len(page))
+        return page
+
+    def _full(self, app: AppConfig, page: dict[date, int]) -> bool:
+        """Whether a cap on the page size may have cut ``page`` short."""
+        return bool(page) and len(page) >= self._longest_page.get(app.name, 0)
+
     def forget(self, app_name: str) -> None:
         """Drop what is known of an app that is no longer polled."""
         self._not_before.pop(app_name, None)
+        self._longest_page.pop(app_name, None)
 
     async def _get_json(self, app: AppConfig, path: str, query: str, deadline: float | None) -> Any:
         retries = 0
@@ -267,6 +373,7 @@ class StatsClient:
             try:
                 await self._take_slot(path, deadline)
                 try:
+                    self.requests += 1
                     return await self._attempt(app, path, query, deadline)
                 finally:
                     self._slots.release()
@@ -319,15 +426,20 @@ class StatsClient:
             raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
         except httpx.HTTPError as exc:  # a body that does not decode as its headers say
             raise APIInvalidResponse(path, _scrub(_transport_reason(exc), app)) from None
-        if not response.is_success:
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            payload = None
+            if response.is_success:
+                raise APIInvalidResponse(path, "answer is not JSON") from None
+        errors = payload.get("errors") if isinstance(payload, dict) else None
+        if not response.is_success or errors is not None:
+            # Some APIs say "no" inside a 200: that is a refusal too, not a strange count.
             self._note_retry_after(app, response)
-            message = _scrub(_error_message(body), app)[:200]  # mask, then shorten
+            message = _scrub(_error_message(errors), app)[:200]  # mask, then shorten
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
             raise APIStatusError(path, response.status_code, reason)
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            raise APIInvalidResponse(path, "answer is not JSON") from None
+        return payload
 
     def _note_retry_after(self, app: AppConfig, response: httpx.Response) -> None:
         if response.status_code not in (429, 503):
@@ -393,16 +505,14 @@ def _scrub(text: str, app: AppConfig) -> str:
     return text.replace(app.api_key.get_secret_value(), "***")
 
 
-def _error_message(body: bytes) -> str:
-    """The API's own words (``{"errors": {"base": [...]}}``), if it gave any."""
-    try:
-        errors = json.loads(body).get("errors")
-    except (ValueError, RecursionError, AttributeError):
-        return ""
-    messages: list[str] = []
+def _error_message(errors: Any) -> str:
+    """The API's own words: ``{"errors": {"base": [...]}}`` or ``{"errors": [...]}``."""
     if isinstance(errors, dict):
-        for value in errors.values():
-            messages.extend(str(item) for item in (value if isinstance(value, list) else [value]))
-    elif isinstance(errors, list):
-        messages.extend(str(item) for item in errors)
-    return "; ".join(messages)
+        errors = [
+            item
+            for value in errors.values()
+            for item in (value if isinstance(value, list) else [value])
+        ]
+    elif not isinstance(errors, list):
+        errors = [] if errors is None else [errors]
+    return "; ".join(str(item) for item in errors if isinstance(item, str | int | float))

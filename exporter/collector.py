@@ -16,15 +16,9 @@ from zoneinfo import ZoneInfo
 
 from exporter import __version__
 from exporter.client import MESSAGES, Kind
+from exporter.config import type_name
 from exporter.days import day_start, local_day
 from exporter.snapshot import AppSnapshot
-
-DIALOG_TYPE_NAMES = {1: "broadcast", 2: "group", 3: "private", 4: "public", 5: "meeting"}
-
-
-def dialog_type_label(code: int) -> str:
-    """The documented name of a dialog type, or its number for any other code."""
-    return DIALOG_TYPE_NAMES.get(code, str(code))
 
 
 @dataclass(frozen=True)
@@ -171,7 +165,10 @@ def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:
             if reading is None or reading.fetched_at < view.oldest or reading.day != day:
                 continue
             expires = min(expires, reading.fetched_at + view.max_staleness)
-            labels = (app.name,) if kind == MESSAGES else (app.name, dialog_type_label(int(kind)))
+            if kind == MESSAGES:
+                labels: tuple[str, ...] = (app.name,)
+            else:
+                labels = (app.name, type_name(int(kind), app.dialog_type_names))
             samples.append((index, labels, float(reading.value)))
     base = len(COUNTS)
     samples.append((base, (app.name,), 1.0 if app.up else 0.0))

@@ -8,6 +8,7 @@ value, so that an API key can never reach the terminal through an error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ from exporter.settingsfile import describe_validation_error, os_reason, read_yam
 ENV_PREFIX = "CONNECTYCUBE_"
 DEFAULT_PORT = 19742
 DEFAULT_API_URL = "https://api.connectycube.com"
+# The REST docs' names. The official JS SDK numbers them otherwise (1 public, 4 broadcast):
+# CONNECTYCUBE_DIALOG_TYPE_NAMES lets a user say which is right for their account.
+DEFAULT_DIALOG_TYPE_NAMES = {1: "broadcast", 2: "group", 3: "private", 4: "public", 5: "meeting"}
+TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ConfigError(Exception):
@@ -57,6 +62,25 @@ def _check_dialog_types(value: list[int]) -> list[int]:
     return list(dict.fromkeys(value))  # drop repeats, keep the order given
 
 
+def _split_type_names(value: Any) -> Any:
+    """Accept ``1=public,4=broadcast`` from the environment or a flag as well as a mapping."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not equals for _, equals, _ in pairs):
+            raise ValueError("expected CODE=NAME pairs, comma separated")
+        return {code.strip(): name.strip() for code, _, name in pairs}
+    return value
+
+
+def _check_type_names(value: dict[int, str]) -> dict[int, str]:
+    for code, name in value.items():
+        if code < 1:
+            raise ValueError("dialog type codes are positive integers")
+        if not TYPE_NAME.fullmatch(name):
+            raise ValueError("a dialog type name is 1 to 64 letters, digits, _ or -")
+    return value
+
+
 def _check_api_url(value: str) -> str:
     try:
         url = httpx.URL(value)
@@ -70,6 +94,7 @@ def _check_api_url(value: str) -> str:
 
 
 DialogTypes = Annotated[list[int], NoDecode]
+TypeNames = Annotated[dict[int, str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -90,6 +115,11 @@ class Settings(BaseSettings):
     app_name: str = Field("default", min_length=1, description="value of the app label")
     dialog_types: DialogTypes = Field(
         [1, 2, 3, 4], description="dialog type codes to break down, comma separated"
+    )
+    dialog_type_names: TypeNames = Field(
+        {},
+        description="label names of dialog type codes, e.g. 1=public,4=broadcast, over the "
+        "REST docs' 1=broadcast,2=group,3=private,4=public,5=meeting",
     )
     poll_interval_seconds: float = Field(
         60.0, ge=0.01, le=86400, allow_inf_nan=False, description="seconds between polls"
@@ -139,6 +169,8 @@ class Settings(BaseSettings):
 
     _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
     _dialog_types = field_validator("dialog_types")(_check_dialog_types)
+    _split_names = field_validator("dialog_type_names", mode="before")(_split_type_names)
+    _type_names = field_validator("dialog_type_names")(_check_type_names)
     _api_url = field_validator("api_url")(_check_api_url)
 
     @field_validator("log_level", "log_format", mode="before")
@@ -205,8 +237,15 @@ class _FileApp(BaseModel):
     api_key_file: Path | None = None
     api_url: str | None = None
     dialog_types: list[int] | None = None
+    dialog_type_names: dict[int, str] | None = None
 
     _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
+    _split_names = field_validator("dialog_type_names", mode="before")(_split_type_names)
+
+    @field_validator("dialog_type_names")
+    @classmethod
+    def _type_names(cls, value: dict[int, str] | None) -> dict[int, str] | None:
+        return None if value is None else _check_type_names(value)
 
     @field_validator("dialog_types")
     @classmethod
@@ -233,6 +272,16 @@ class AppConfig:
     api_key: SecretStr
     api_url: str
     dialog_types: tuple[int, ...]
+    # (code, name) pairs over the defaults; a tuple, so that the config stays hashable
+    dialog_type_names: tuple[tuple[int, str], ...] = ()
+
+    def type_name(self, code: int) -> str:
+        return type_name(code, self.dialog_type_names)
+
+
+def type_name(code: int, names: tuple[tuple[int, str], ...] = ()) -> str:
+    """The ``dialog_type`` label of a code: as configured, as documented, or the number."""
+    return dict(names).get(code) or DEFAULT_DIALOG_TYPE_NAMES.get(code, str(code))
 
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:
@@ -299,6 +348,20 @@ def _read_config_file(path: Path) -> _ConfigFile:
     return parsed
 
 
+def _named_types(
+    types: tuple[int, ...], names: Mapping[int, str], where: str
+) -> tuple[tuple[int, str], ...]:
+    """The names that differ from the defaults; two types of one app may not share one."""
+    app = AppConfig("", SecretStr(""), "", types, tuple(sorted(names.items())))
+    labels = [app.type_name(code) for code in types]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{where}: dialog types must have distinct names, repeated: {', '.join(repeated)}"
+        )
+    return app.dialog_type_names
+
+
 def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
     """The apps to poll: the config file's, or the single app the settings describe."""
     if settings.config_file is None:
@@ -308,24 +371,31 @@ def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
             env_name("api_key_file"),
             f"{env_name('api_key')} or {env_name('api_key_file')}",
         )
+        types = tuple(settings.dialog_types)
         return (
             AppConfig(
                 name=settings.app_name,
                 api_key=key,
                 api_url=settings.api_url,
-                dialog_types=tuple(settings.dialog_types),
+                dialog_types=types,
+                dialog_type_names=_named_types(
+                    types, settings.dialog_type_names, env_name("dialog_type_names")
+                ),
             ),
         )
     parsed = _read_config_file(settings.config_file)
     apps = []
     for index, entry in enumerate(parsed.apps):
         where = f"{env_name('config_file')} ({settings.config_file}): apps[{index}] ({entry.name})"
+        types = tuple(entry.dialog_types or settings.dialog_types)
+        names = {**settings.dialog_type_names, **(entry.dialog_type_names or {})}
         apps.append(
             AppConfig(
                 name=entry.name,
                 api_key=_pick_key(entry.api_key, entry.api_key_file, where, where),
                 api_url=entry.api_url or settings.api_url,
-                dialog_types=tuple(entry.dialog_types or settings.dialog_types),
+                dialog_types=types,
+                dialog_type_names=_named_types(types, names, where),
             )
         )
     return tuple(apps)

@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.client import MESSAGES, APIError, APIStatusError, Kind, StatsClient, endpoint_path
 from exporter.config import AppConfig
-from exporter.days import day_bounds, local_day
+from exporter.days import all_time_window, local_day
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,16 @@ AUTH_WARNING_EVERY_SECONDS = 300.0
 def endpoint_label(path: str) -> str:
     """``/admin/stats/messages/sent-total`` -> ``messages/sent-total``."""
     return path.removeprefix(ENDPOINT_PREFIX)
+
+
+def refusal(error: APIStatusError) -> str:
+    """What a 401 or 403 means for the user, with the API's own words."""
+    if error.status == 403:
+        return (
+            f"API key recognised but access refused ({error.reason}): the Admin API needs "
+            "the Advanced plan or higher"
+        )
+    return f"API key rejected ({error.reason}); check the key"
 
 
 class Poller:
@@ -110,9 +120,13 @@ class Poller:
         self._snapshot = Snapshot(
             frozen_map(
                 {
-                    name: replace(previous[name], dialog_types=app.dialog_types)
+                    name: replace(
+                        previous[name],
+                        dialog_types=app.dialog_types,
+                        dialog_type_names=app.dialog_type_names,
+                    )
                     if name in previous
-                    else AppSnapshot(name, app.dialog_types)
+                    else AppSnapshot(name, app.dialog_types, app.dialog_type_names)
                     for name, app in wanted.items()
                 }
             )
@@ -123,15 +137,19 @@ class Poller:
         started = time.perf_counter()
         today = local_day(self._clock(), self._zone)
         yesterday = today - timedelta(days=1)
-        # One window for both days: yesterday's final count costs no extra request.
-        start, end = day_bounds(yesterday, self._zone)[0], day_bounds(today, self._zone)[1]
+        # Yesterday with today: its final count costs no extra request. Both windows are
+        # exact whether the API's bounds are inclusive or not (see days.py).
+        all_time = all_time_window(today, self._zone)
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
         deadline = time.monotonic() + self._deadline
         try:
             results = await asyncio.gather(
-                *(self._client.total(app, kind, deadline=deadline) for kind in kinds),
-                *(self._client.per_day(app, kind, start, end, deadline=deadline) for kind in kinds),
+                *(self._client.total(app, kind, *all_time, deadline=deadline) for kind in kinds),
+                *(
+                    self._client.days(app, kind, yesterday, today, self._zone, deadline=deadline)
+                    for kind in kinds
+                ),
                 return_exceptions=True,
             )
         except asyncio.CancelledError:
@@ -170,6 +188,7 @@ class Poller:
         current = AppSnapshot(
             name=app.name,
             dialog_types=app.dialog_types,
+            dialog_type_names=app.dialog_type_names,
             totals=frozen_map(totals),
             today=frozen_map(todays),
             yesterday=frozen_map(yesterdays),
@@ -209,12 +228,7 @@ class Poller:
             last = self._auth_warned_at.get(app.name)
             if last is None or now - last >= AUTH_WARNING_EVERY_SECONDS:
                 self._auth_warned_at[app.name] = now
-                log.warning(
-                    "app %s: API key rejected (%s); check the key and that the account "
-                    "has the Admin API (Advanced plan or higher)",
-                    app.name,
-                    rejected.reason,
-                )
+                log.warning("app %s: %s", app.name, refusal(rejected))
             return
         reason = (
             error.reason if isinstance(error, APIError) else f"unexpected {type(error).__name__}"

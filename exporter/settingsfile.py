@@ -72,7 +72,8 @@ def describe_validation_error(
     for item in error.errors(include_input=False, include_url=False):
         loc = item["loc"]
         if loc and loc[-1] == "[key]":  # a mapping key of the wrong type, e.g. 123:
-            place, message = where(loc[:-1]), "the key must be a string (quote it)"
+            wanted = "an integer" if item["type"].startswith("int") else "a string (quote it)"
+            place, message = where(loc[:-1]), f"each key must be {wanted}"
         else:
             place = where(loc)
             message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]

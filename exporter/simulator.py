@@ -9,6 +9,11 @@ Each valid API key sees the sum of two event sources:
   from daily counts so that thousands of keys stay cheap, and
 * explicit events added with :meth:`Simulator.add_events`, for exact expected values.
 
+The API documentation leaves some behaviours open (window bounds, what ``offset`` counts,
+count types, error shapes, ...). A :class:`Variant` fixes one reading of each; every API key
+can play its own, so that one server hosts many variants at once. The ground truth
+(:meth:`Simulator.count`, :meth:`Simulator.per_day`) is the same under every variant.
+
 Faults (latency, error statuses, malformed or pathological bodies) are switched on with
 :meth:`Simulator.set_faults` or over HTTP with ``POST /_sim/faults``.
 """
@@ -30,11 +35,11 @@ from array import array
 from bisect import bisect_left
 from calendar import monthrange
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
 from http import HTTPStatus
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias, get_args
 from urllib.parse import parse_qsl
 from wsgiref.types import StartResponse, WSGIEnvironment
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,12 +73,15 @@ BODY_MODES = frozenset(
         "trickle",
         "hang",
         "reset",
+        "error_body",
     }
 )
 # These replace the whole answer (before auth), like a broken proxy in front of the API.
 _TRANSPORT_MODES = frozenset({"garbage", "truncated", "huge", "trickle", "reset"})
 # These reshape an otherwise successful answer, like a buggy API release.
-_VALUE_MODES = frozenset({"wrong_shape", "negative", "float", "bad_date_key", "empty"})
+_VALUE_MODES = frozenset(
+    {"wrong_shape", "negative", "float", "bad_date_key", "empty", "error_body"}
+)
 
 _API_KEY_ENVIRON = "HTTP_" + API_KEY_HEADER.upper().replace("-", "_")
 _JSON = "application/json"
@@ -99,7 +107,7 @@ _BASE_VOLUME: dict[Kind, tuple[float, float]] = {
 }
 HISTORY_KINDS: tuple[Kind, ...] = tuple(_BASE_VOLUME)
 _WEEKDAY_FACTOR = (1.0, 1.05, 1.05, 1.0, 0.9, 0.55, 0.45)  # Monday first; weekends are quieter
-_QUIET_DAY_SHARE = 0.1
+_QUIET_DAY_SHARE = 0.1  # of dialog types only: a live app always has messages
 _DAILY_NOISE = 0.5  # triangular noise: daily volume varies by up to +-50%
 
 
@@ -120,14 +128,18 @@ ENDPOINTS: dict[str, _Endpoint] = {
 # --------------------------------------------------------------------------- time and data
 
 
+def _zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {timezone!r}") from exc
+
+
 class _Calendar:
     """Local days of one time zone, as the API's per-day keys see them."""
 
     def __init__(self, timezone: str) -> None:
-        try:
-            self.zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {timezone!r}") from exc
+        self.zone = _zone(timezone)
         self._day_starts: dict[int, float] = {}
 
     def date_of(self, ts: float) -> date:
@@ -138,9 +150,9 @@ class _Calendar:
 
     def day_bounds(self, ordinal: int) -> tuple[float, float]:
         """[start, end) unix timestamps of a local day; 23 or 25 hours long around DST."""
-        return self._day_start(ordinal), self._day_start(ordinal + 1)
+        return self.day_start(ordinal), self.day_start(ordinal + 1)
 
-    def _day_start(self, ordinal: int) -> float:
+    def day_start(self, ordinal: int) -> float:
         start = self._day_starts.get(ordinal)
         if start is None:
             # fold=0 picks the first midnight when it repeats, and the moment of the jump
@@ -150,32 +162,40 @@ class _Calendar:
         return start
 
 
-def _spread_time(start: float, length: float, n: int, i: int) -> float:
-    """Timestamp of event ``i`` of ``n`` spread evenly over a day."""
-    return start + (i + 0.5) * length / n
+def _spread_time(start: float, length: float, n: int, i: int, phase: float) -> float:
+    """Timestamp of event ``i`` of ``n`` spread evenly over a day.
+
+    ``phase`` 0 puts event 0 at the day's first instant, 0.5 half a gap into the day.
+    """
+    return start + (i + phase) * length / n
 
 
-def _spread_before(start: float, length: float, n: int, x: float) -> int:
+def _spread_before(start: float, length: float, n: int, x: float, phase: float) -> int:
     """How many of ``n`` events spread evenly over [start, start + length) happen before ``x``."""
     if n <= 0 or x <= start:
         return 0
     if x >= start + length:
         return n
-    k = min(n, max(0, math.ceil((x - start) * n / length - 0.5)))
+    k = min(n, max(0, math.ceil((x - start) * n / length - phase)))
     # The estimate can be off by one through float rounding; agree exactly with _spread_time.
-    while k > 0 and _spread_time(start, length, n, k - 1) >= x:
+    while k > 0 and _spread_time(start, length, n, k - 1, phase) >= x:
         k -= 1
-    while k < n and _spread_time(start, length, n, k) < x:
+    while k < n and _spread_time(start, length, n, k, phase) < x:
         k += 1
     return k
 
 
 class _History:
-    """Deterministic pseudo-random daily volumes, each day's events spread evenly over it."""
+    """Deterministic pseudo-random daily volumes, each day's events spread evenly over it.
 
-    def __init__(self, seed: int, calendar: _Calendar, first_day: date) -> None:
+    With ``midnight`` event i of n sits i / n of the way into its day, so one is exactly at
+    midnight (a hard case for window bounds); otherwise (i + 0.5) / n of the way in.
+    """
+
+    def __init__(self, seed: int, calendar: _Calendar, first_day: date, midnight: bool) -> None:
         self._seed = seed
         self._calendar = calendar
+        self._phase = 0.0 if midnight else 0.5
         self._first_ordinal = first_day.toordinal()
         self._start_ts = calendar.day_bounds(self._first_ordinal)[0]
         # (key, kind) -> cumulative day counts; built lazily, a month at a time.
@@ -191,11 +211,15 @@ class _History:
         index = ordinal - self._first_ordinal
         return prefix[index] + self._in_day(ordinal, prefix[index + 1] - prefix[index], x)
 
-    def per_day(self, key: str, kind: Kind, lo: float, hi: float) -> Counter[date]:
-        """Nonzero per-day counts of history events with lo <= ts < hi."""
+    def per_day(
+        self, key: str, kind: Kind, lo: float, hi: float, calendar: _Calendar
+    ) -> Counter[date]:
+        """Nonzero counts of history events with lo <= ts < hi, by local date of ``calendar``."""
         counts: Counter[date] = Counter()
         if hi <= self._start_ts:
             return counts
+        if calendar is not self._calendar:
+            return self._per_foreign_day(key, kind, max(lo, self._start_ts), hi, calendar)
         first = self._first_ordinal
         if lo > self._start_ts:
             first = self._calendar.date_of(lo).toordinal()
@@ -210,9 +234,23 @@ class _History:
                 counts[date.fromordinal(ordinal)] = found
         return counts
 
+    def _per_foreign_day(
+        self, key: str, kind: Kind, lo: float, hi: float, calendar: _Calendar
+    ) -> Counter[date]:
+        """per_day() cut by another zone's days: slower, counts each day's [start, end)."""
+        counts: Counter[date] = Counter()
+        first, last = calendar.date_of(lo).toordinal(), calendar.date_of(hi).toordinal()
+        before = self.before(key, kind, lo)
+        for ordinal in range(first, last + 1):
+            after = self.before(key, kind, min(hi, calendar.day_start(ordinal + 1)))
+            if after > before:
+                counts[date.fromordinal(ordinal)] = after - before
+            before = after
+        return counts
+
     def _in_day(self, ordinal: int, n: int, x: float) -> int:
         start, end = self._calendar.day_bounds(ordinal)
-        return _spread_before(start, end - start, n, x)
+        return _spread_before(start, end - start, n, x, self._phase)
 
     def _prefix(self, key: str, kind: Kind, ordinal: int) -> array[int]:
         """Cumulative counts covering ``ordinal``: ``prefix[i]`` = events before day first+i."""
@@ -244,7 +282,8 @@ class _History:
         first_weekday, days = monthrange(day.year, day.month)
         counts = []
         for i in range(days):
-            quiet = rng.random() < _QUIET_DAY_SHARE
+            # Drawn for messages too, so that dialog volumes stay the same for a seed.
+            quiet = rng.random() < _QUIET_DAY_SHARE and kind != MESSAGES
             noise = 1.0 + _DAILY_NOISE * (rng.random() - rng.random())
             volume = base * _WEEKDAY_FACTOR[(first_weekday + i) % 7] * noise
             # Random rounding keeps rare kinds (0.2 meetings a day) from always rounding to 0.
@@ -255,8 +294,7 @@ class _History:
 class _ExplicitEvents:
     """Events added by hand: sorted timestamp lists per key and kind."""
 
-    def __init__(self, calendar: _Calendar) -> None:
-        self._calendar = calendar
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         # Replaced, never mutated, so that readers need no lock.
         self._events: dict[str, dict[Kind, list[float]]] = {}
@@ -278,11 +316,13 @@ class _ExplicitEvents:
         """Number of events with timestamp < ``x``."""
         return bisect_left(self._timestamps(key, kind), x)
 
-    def per_day(self, key: str, kind: Kind, lo: float, hi: float) -> Counter[date]:
-        """Per-day counts of events with lo <= ts < hi."""
+    def per_day(
+        self, key: str, kind: Kind, lo: float, hi: float, calendar: _Calendar
+    ) -> Counter[date]:
+        """Counts of events with lo <= ts < hi, by local date of ``calendar``."""
         timestamps = self._timestamps(key, kind)
         window = timestamps[bisect_left(timestamps, lo) : bisect_left(timestamps, hi)]
-        return Counter(self._calendar.date_of(ts) for ts in window)
+        return Counter(calendar.date_of(ts) for ts in window)
 
     def _timestamps(self, key: str, kind: Kind) -> list[float]:
         return self._events.get(key, {}).get(kind, [])
@@ -302,6 +342,16 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_timestamp(ts: float, calendars: Iterable[_Calendar]) -> float:
+    _require(_is_number(ts) and math.isfinite(ts), f"bad timestamp {ts!r}")
+    try:
+        for calendar in calendars:
+            calendar.date_of(ts)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"timestamp out of range: {ts!r}") from exc
+    return float(ts)
 
 
 @dataclass(frozen=True)
@@ -414,6 +464,115 @@ class _Stats:
             }
 
 
+# --------------------------------------------------------------------------- variants
+
+OffsetCounts: TypeAlias = Literal["days_with_data", "calendar_days"]
+CountFormat: TypeAlias = Literal["int", "string", "float"]
+ErrorShape: TypeAlias = Literal["object", "list"]
+# Interval notation for (start_inclusive, end_inclusive).
+BOUNDS: dict[str, tuple[bool, bool]] = {
+    "[]": (True, True),
+    "[)": (True, False),
+    "()": (False, False),
+    "(]": (False, True),
+}
+PLAN_FORBIDDEN_MESSAGE = "Admin API is available on the Advanced plan or higher"
+_BOOLEAN_FIELDS = (
+    "start_inclusive",
+    "end_inclusive",
+    "totals_need_window",
+    "plan_forbidden",
+    "midnight_events",
+)
+# Calendar day 0 of a start_date before year 1 (which date_of() cannot name) is 0001-01-03.
+_EARLIEST_TS = (date(1, 1, 3).toordinal() - date(1970, 1, 1).toordinal()) * 86400.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One reading of what the API documentation leaves open; the defaults are the client's."""
+
+    # Whether events at exactly start_date / end_date count (events after now never do).
+    start_inclusive: bool = True
+    end_inclusive: bool = False
+    # What per-day offset and limit count: the days with data, or calendar days from the
+    # local day of start_date (of the first day with data when start_date is absent).
+    offset_counts: OffsetCounts = "days_with_data"
+    page_cap: int | None = None  # most entries of one per-day answer, whatever limit asks
+    count_format: CountFormat = "int"  # 167, "167" or 167.0
+    totals_need_window: bool = False  # totals without start_date and end_date are 422
+    plan_forbidden: bool = False  # a valid key whose plan has no Admin API: 403
+    error_shape: ErrorShape = "object"  # {"errors": {"base": [msg]}} or {"errors": [msg]}
+    timezone: str | None = None  # zone of the per-day keys; None: the simulator's
+    midnight_events: bool = False  # the random history has an event at each local midnight
+
+    def __post_init__(self) -> None:
+        for name in _BOOLEAN_FIELDS:
+            _require(isinstance(getattr(self, name), bool), f"{name} must be True or False")
+        for name, alias in (
+            ("offset_counts", OffsetCounts),
+            ("count_format", CountFormat),
+            ("error_shape", ErrorShape),
+        ):
+            _require(
+                getattr(self, name) in get_args(alias), f"{name} must be one of {get_args(alias)}"
+            )
+        _require(
+            self.page_cap is None or (_is_int(self.page_cap) and self.page_cap >= 1),
+            "page_cap must be None or >= 1",
+        )
+        if self.timezone is not None:
+            _zone(self.timezone)
+
+    @classmethod
+    def from_bounds(cls, bounds: str, **options: Any) -> Variant:
+        """A variant from interval notation: ``Variant.from_bounds("(]", page_cap=7)``."""
+        _require(bounds in BOUNDS, f"bounds must be one of {list(BOUNDS)}")
+        start_inclusive, end_inclusive = BOUNDS[bounds]
+        return cls(start_inclusive=start_inclusive, end_inclusive=end_inclusive, **options)
+
+    @property
+    def bounds(self) -> str:
+        return ("[" if self.start_inclusive else "(") + ("]" if self.end_inclusive else ")")
+
+    def window(self, start: float | None, end: float | None, now: float) -> tuple[float, float]:
+        """Half-open [lo, hi) of the events these bounds select that exist at ``now``."""
+        # Timestamps are floats, so ts > x is exactly ts >= nextafter(x).
+        hi = math.nextafter(now, math.inf)  # an event exists once ts <= now
+        if end is not None:
+            hi = min(hi, math.nextafter(end, math.inf) if self.end_inclusive else float(end))
+        if start is None:
+            return -math.inf, hi
+        lo = float(start) if self.start_inclusive else math.nextafter(start, math.inf)
+        return min(lo, hi), hi
+
+    def page(
+        self, days: dict[date, int], limit: int, offset: int, origin: date | None
+    ) -> list[tuple[date, int]]:
+        """One per-day answer from ascending nonzero ``days``; ``origin`` is calendar day 0."""
+        if self.offset_counts == "days_with_data":
+            page = list(days.items())[offset : offset + limit]
+        else:
+            origin = origin or next(iter(days), None)
+            first = (origin.toordinal() if origin else 0) + offset
+            page = [(day, n) for day, n in days.items() if first <= day.toordinal() < first + limit]
+        # The server's own cap on the entries of one answer, whatever limit counts.
+        return page[: self.page_cap]
+
+    def count(self, n: int) -> int | str | float:
+        """A count as this variant writes it in JSON."""
+        if self.count_format == "string":
+            return str(n)
+        return float(n) if self.count_format == "float" else n
+
+    def error(self, message: str) -> dict[str, Any]:
+        """An error body in this variant's shape."""
+        return {"errors": [message] if self.error_shape == "list" else {"base": [message]}}
+
+
+DEFAULT_VARIANT = Variant()
+
+
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
@@ -500,9 +659,10 @@ def _send_error(
     status: int,
     message: str,
     headers: Iterable[tuple[str, str]] = (),
+    variant: Variant = DEFAULT_VARIANT,
 ) -> list[bytes]:
-    """The API's error shape: {"errors": {"base": [message]}}."""
-    return _send_json(start_response, status, {"errors": {"base": [message]}}, headers)
+    """An error body in ``variant``'s shape, by default {"errors": {"base": [message]}}."""
+    return _send_json(start_response, status, variant.error(message), headers)
 
 
 class _ClosingBody:
@@ -556,8 +716,10 @@ def _trickle(data: bytes, stopping: threading.Event) -> Iterator[bytes]:
             return
 
 
-def _distort(mode: str, endpoint: _Endpoint, payload: Any, today: str) -> Any:
+def _distort(mode: str, endpoint: _Endpoint, payload: Any, today: str, variant: Variant) -> Any:
     """A successful answer reshaped the way fault ``mode`` says."""
+    if mode == "error_body":
+        return variant.error("simulated error")
     if not endpoint.per_day:
         wrong = {"wrong_shape": {"count": 5}, "negative": {"total": -5}, "float": {"total": 5.5}}
         return wrong.get(mode, payload)
@@ -586,7 +748,11 @@ def _read_json_object(environ: WSGIEnvironment) -> dict[str, Any]:
 
 
 class Simulator:
-    """WSGI app imitating the four Admin Statistics endpoints, with faults and ground truth."""
+    """WSGI app imitating the four Admin Statistics endpoints, with faults and ground truth.
+
+    ``variants`` maps API keys (valid by being listed) to the :class:`Variant` they play;
+    every other valid key plays ``variant``. ``max_limit`` is the default variant's page_cap.
+    """
 
     def __init__(
         self,
@@ -600,19 +766,38 @@ class Simulator:
         max_limit: int | None = None,
         shuffle_keys: bool = False,
         clock: Callable[[], float] = time.time,
+        variant: Variant = DEFAULT_VARIANT,
+        variants: Mapping[str, Variant] | None = None,
     ) -> None:
         _require(history_days >= 0, "history_days must be >= 0")
         _require(max_limit is None or max_limit >= 1, "max_limit must be >= 1")
+        _require(
+            max_limit is None or variant.page_cap is None, "give max_limit or page_cap, not both"
+        )
+        self._variant = variant if max_limit is None else replace(variant, page_cap=max_limit)
+        self._variants = dict(variants or {})
+        _require(
+            all(isinstance(v, Variant) for v in [variant, *self._variants.values()]),
+            "variants must be Variant instances",
+        )
         self._api_keys = frozenset([api_keys] if isinstance(api_keys, str) else api_keys)
         self._key_prefix = key_prefix
-        self._max_limit = max_limit
         self._shuffle_keys = shuffle_keys
         self._clock = clock
         self._calendar = _Calendar(timezone)
+        self._calendars = {timezone: self._calendar}
         first_day = self._calendar.date_of(clock()) - timedelta(days=history_days)
-        # Anchored at construction, so totals never shrink when a day rolls over.
-        self._history = _History(seed, self._calendar, first_day) if random_history else None
-        self._explicit = _ExplicitEvents(self._calendar)
+        # Anchored at construction, so totals never shrink when a day rolls over. One per
+        # event placement; a key only ever uses one of them, so nothing is computed twice.
+        self._histories = (
+            {
+                midnight: _History(seed, self._calendar, first_day, midnight)
+                for midnight in (False, True)
+            }
+            if random_history
+            else {}
+        )
+        self._explicit = _ExplicitEvents()
         self._stats = _Stats()
         self._fault_lock = threading.Lock()
         self._faults: Faults | None = None
@@ -634,13 +819,23 @@ class Simulator:
         if not api_key:
             return False
         prefix = self._key_prefix
-        return api_key in self._api_keys or (prefix is not None and api_key.startswith(prefix))
+        return (
+            api_key in self._api_keys
+            or api_key in self._variants
+            or (prefix is not None and api_key.startswith(prefix))
+        )
+
+    def variant_of(self, api_key: str | None) -> Variant:
+        """The variant ``api_key`` plays; the default one for any key not in ``variants``."""
+        return self._variants.get(api_key or "", self._variant)
 
     def add_events(self, api_key: str, kind: str | int, timestamps: Iterable[float]) -> None:
         """Add events of ``kind`` ("messages" or a dialog type code) at ``timestamps``."""
         self._require_key(api_key)
         _require(kind == MESSAGES or _is_int(kind), "kind must be 'messages' or an int")
-        self._explicit.add(api_key, kind, [self._checked_timestamp(ts) for ts in timestamps])
+        # Both calendars must name the day: the history's and the one the key's answers use.
+        calendars = {self._calendar, self._calendar_of(self.variant_of(api_key).timezone)}
+        self._explicit.add(api_key, kind, [_checked_timestamp(ts, calendars) for ts in timestamps])
 
     def count(
         self,
@@ -652,9 +847,12 @@ class Simulator:
         """Events with start <= ts < end (end defaults to now) that exist by now.
 
         ``kind`` is "messages", a dialog type code, or "dialogs" for every dialog type.
+        The key's variant changes how the API answers, never this (though a midnight_events
+        key's random history has its events at other times).
         """
         self._require_key(api_key)
-        return self._count(api_key, self._kinds(api_key, kind), start, end)
+        lo, hi = DEFAULT_VARIANT.window(start, end, self._clock())  # [start, end)
+        return self._count(api_key, self._kinds(api_key, kind), lo, hi)
 
     def per_day(
         self,
@@ -662,21 +860,28 @@ class Simulator:
         kind: str | int,
         start: float | None = None,
         end: float | None = None,
+        timezone: str | None = None,
     ) -> dict[str, int]:
-        """Like :meth:`count`, by local date: nonzero days, ascending, not paged."""
+        """Like :meth:`count`, by local date: nonzero days, ascending, not paged.
+
+        ``timezone`` cuts the days (default: the simulator's zone, whatever the key's variant).
+        """
         self._require_key(api_key)
-        return self._per_day(api_key, self._kinds(api_key, kind), start, end)
+        lo, hi = DEFAULT_VARIANT.window(start, end, self._clock())  # [start, end)
+        calendar = self._calendar_of(timezone)
+        days = self._per_day(api_key, self._kinds(api_key, kind), lo, hi, calendar)
+        return {day.isoformat(): n for day, n in days.items()}
 
     def _require_key(self, api_key: str) -> None:
         _require(isinstance(api_key, str) and self.is_valid_key(api_key), "unknown API key")
 
-    def _checked_timestamp(self, ts: float) -> float:
-        _require(_is_number(ts) and math.isfinite(ts), f"bad timestamp {ts!r}")
-        try:
-            self._calendar.date_of(ts)
-        except (OverflowError, OSError, ValueError) as exc:
-            raise ValueError(f"timestamp out of range: {ts!r}") from exc
-        return float(ts)
+    def _calendar_of(self, timezone: str | None) -> _Calendar:
+        if timezone is None:
+            return self._calendar
+        if timezone not in self._calendars:
+            # Racing threads may both build one: harmless, calendars only cache.
+            self._calendars[timezone] = _Calendar(timezone)
+        return self._calendars[timezone]
 
     def _kinds(self, api_key: str, kind: str | int) -> list[Kind]:
         if kind == ALL_DIALOGS:
@@ -687,41 +892,39 @@ class Simulator:
     def _dialog_kinds(self, api_key: str) -> list[Kind]:
         """Every dialog type that has data for ``api_key``."""
         kinds = {kind for kind in self._explicit.kinds(api_key) if kind != MESSAGES}
-        if self._history is not None:
+        if self._histories:
             kinds.update(DIALOG_TYPES)
         return sorted(kinds, key=int)
 
-    def _window(self, start: float | None, end: float | None) -> tuple[float, float]:
-        """[lo, hi) bounds; hi never goes past now, inclusive (ts <= now exists)."""
-        now_inclusive = math.nextafter(self._clock(), math.inf)
-        hi = now_inclusive if end is None else min(float(end), now_inclusive)
-        lo = -math.inf if start is None else min(float(start), hi)
-        return lo, hi
+    def _history_of(self, api_key: str, kind: Kind) -> _History | None:
+        if kind not in HISTORY_KINDS:
+            return None
+        return self._histories.get(self.variant_of(api_key).midnight_events)
 
     def _before(self, api_key: str, kind: Kind, x: float) -> int:
         found = self._explicit.before(api_key, kind, x)
-        if self._history is not None and kind in HISTORY_KINDS:
-            found += self._history.before(api_key, kind, x)
+        history = self._history_of(api_key, kind)
+        if history is not None:
+            found += history.before(api_key, kind, x)
         return found
 
-    def _count(
-        self, api_key: str, kinds: Iterable[Kind], start: float | None, end: float | None
-    ) -> int:
-        lo, hi = self._window(start, end)
+    def _count(self, api_key: str, kinds: Iterable[Kind], lo: float, hi: float) -> int:
+        """Events with lo <= ts < hi."""
         return sum(
             self._before(api_key, kind, hi) - self._before(api_key, kind, lo) for kind in kinds
         )
 
     def _per_day(
-        self, api_key: str, kinds: Iterable[Kind], start: float | None, end: float | None
-    ) -> dict[str, int]:
-        lo, hi = self._window(start, end)
+        self, api_key: str, kinds: Iterable[Kind], lo: float, hi: float, calendar: _Calendar
+    ) -> dict[date, int]:
+        """Nonzero counts of events with lo <= ts < hi by local date, ascending."""
         counts: Counter[date] = Counter()
         for kind in kinds:
-            counts.update(self._explicit.per_day(api_key, kind, lo, hi))
-            if self._history is not None and kind in HISTORY_KINDS:
-                counts.update(self._history.per_day(api_key, kind, lo, hi))
-        return {day.isoformat(): counts[day] for day in sorted(counts) if counts[day] > 0}
+            counts.update(self._explicit.per_day(api_key, kind, lo, hi, calendar))
+            history = self._history_of(api_key, kind)
+            if history is not None:
+                counts.update(history.per_day(api_key, kind, lo, hi, calendar))
+        return {day: counts[day] for day in sorted(counts) if counts[day] > 0}
 
     # ----------------------------------------------------------------- faults and stats
 
@@ -797,7 +1000,8 @@ class Simulator:
             return self._serve_api(environ, start_response, path)
         if path.startswith("/_sim/"):
             return self._serve_control(environ, start_response, path)
-        return _send_error(start_response, 404, f"no such endpoint: {path}")
+        variant = self.variant_of(environ.get(_API_KEY_ENVIRON))
+        return _send_error(start_response, 404, f"no such endpoint: {path}", variant=variant)
 
     def _serve_api(
         self, environ: WSGIEnvironment, start_response: StartResponse, path: str
@@ -819,8 +1023,11 @@ class Simulator:
         path: str,
         api_key: str | None,
     ) -> Iterable[bytes]:
+        variant = self.variant_of(api_key)
         if environ.get("REQUEST_METHOD") != "GET":
-            return _send_error(start_response, 405, "method not allowed", [("Allow", "GET")])
+            return _send_error(
+                start_response, 405, "method not allowed", [("Allow", "GET")], variant
+            )
         endpoint = ENDPOINTS[path]
         faults, generation = self._take_faults(path, api_key)
         stopping: threading.Event = environ.get(_STOPPING_ENVIRON, _NEVER)
@@ -830,41 +1037,45 @@ class Simulator:
             self._hang(generation, stopping)
         if faults.status is not None:
             retry = [("Retry-After", faults.retry_after)] if faults.retry_after else []
-            return _send_error(start_response, faults.status, "simulated error", retry)
+            return _send_error(start_response, faults.status, "simulated error", retry, variant)
         if faults.body in _TRANSPORT_MODES:
             return self._broken_answer(faults, endpoint, environ, start_response)
         if api_key is None or not self.is_valid_key(api_key):
-            return _send_error(start_response, 401, "Required session does not exist")
+            return _send_error(start_response, 401, "Required session does not exist", (), variant)
+        if variant.plan_forbidden:
+            return _send_error(start_response, 403, PLAN_FORBIDDEN_MESSAGE, (), variant)
         try:
             query = _parse_query(environ.get("QUERY_STRING", ""), endpoint)
         except _BadRequest as exc:
-            return _send_error(start_response, 422, str(exc))
-        payload = self._payload(api_key, endpoint, query)
+            return _send_error(start_response, 422, str(exc), (), variant)
+        if variant.totals_need_window and not endpoint.per_day and None in (query.start, query.end):
+            message = "start_date and end_date are required"
+            return _send_error(start_response, 422, message, (), variant)
+        payload = self._payload(api_key, variant, endpoint, query)
         if faults.body in _VALUE_MODES:
-            today = self._calendar.date_of(self._clock()).isoformat()
-            payload = _distort(faults.body, endpoint, payload, today)
+            today = self._calendar_of(variant.timezone).date_of(self._clock()).isoformat()
+            payload = _distort(faults.body, endpoint, payload, today, variant)
         return _send_json(start_response, 200, payload)
 
-    def _payload(self, api_key: str, endpoint: _Endpoint, query: _Query) -> Any:
-        """The JSON answer of a valid request."""
+    def _payload(self, api_key: str, variant: Variant, endpoint: _Endpoint, query: _Query) -> Any:
+        """The JSON answer of a valid request, as ``variant`` reads the API."""
         if not endpoint.dialogs:
             kinds: list[Kind] = [MESSAGES]
         elif query.types is None:
             kinds = self._dialog_kinds(api_key)
         else:
             kinds = sorted(set(query.types))
+        lo, hi = variant.window(query.start, query.end, self._clock())
         if not endpoint.per_day:
-            return {"total": self._count(api_key, kinds, query.start, query.end)}
-        days = self._per_day(api_key, kinds, query.start, query.end)
-        return self._page(days, query.limit, query.offset)
-
-    def _page(self, days: dict[str, int], limit: int, offset: int) -> dict[str, int]:
-        if self._max_limit is not None:
-            limit = min(limit, self._max_limit)
-        items = list(days.items())[offset : offset + limit]
+            return {"total": variant.count(self._count(api_key, kinds, lo, hi))}
+        calendar = self._calendar_of(variant.timezone)
+        days = self._per_day(api_key, kinds, lo, hi, calendar)
+        # Calendar day 0 is the local day of start_date, even when nothing happened on it.
+        origin = None if query.start is None else calendar.date_of(max(lo, _EARLIEST_TS))
+        items = variant.page(days, query.limit, query.offset, origin)
         if self._shuffle_keys:
             random.shuffle(items)  # clients must not rely on the order of JSON keys
-        return dict(items)
+        return {day.isoformat(): variant.count(n) for day, n in items}
 
     def _hang(self, generation: int, stopping: threading.Event) -> None:
         """Hold the request until faults change or the server stops."""
@@ -979,12 +1190,75 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency", type=float, default=0.0, metavar="SECONDS", help="delay of every API answer"
     )
-    parser.add_argument("--max-limit", type=int, metavar="N", help="cap on the per-day page size")
     parser.add_argument(
         "--no-random-history", action="store_true", help="start with no data at all"
     )
     parser.add_argument("--shuffle-keys", action="store_true", help="shuffle per-day JSON keys")
+    variant = parser.add_argument_group(
+        "API variant", "how every key reads what the API documentation leaves open"
+    )
+    variant.add_argument(
+        "--bounds",
+        choices=list(BOUNDS),
+        default=DEFAULT_VARIANT.bounds,
+        help="[ or ] counts events at exactly start_date or end_date, ( or ) not (default [))",
+    )
+    variant.add_argument(
+        "--offset-counts",
+        choices=get_args(OffsetCounts),
+        default=DEFAULT_VARIANT.offset_counts,
+        help="what per-day offset and limit count (default days_with_data)",
+    )
+    variant.add_argument(
+        "--page-cap",
+        "--max-limit",
+        type=int,
+        metavar="N",
+        help="most days in one per-day answer, whatever limit asks",
+    )
+    variant.add_argument(
+        "--count-format",
+        choices=get_args(CountFormat),
+        default=DEFAULT_VARIANT.count_format,
+        help="counts as JSON ints, numeric strings or whole floats (default int)",
+    )
+    variant.add_argument(
+        "--totals-need-window",
+        action="store_true",
+        help="totals without start_date and end_date are 422",
+    )
+    variant.add_argument(
+        "--plan-forbidden", action="store_true", help="every key's plan lacks the Admin API: 403"
+    )
+    variant.add_argument(
+        "--error-shape",
+        choices=get_args(ErrorShape),
+        default=DEFAULT_VARIANT.error_shape,
+        help='errors as {"errors": {"base": [...]}} (object) or {"errors": [...]} (list)',
+    )
+    variant.add_argument(
+        "--key-timezone", metavar="ZONE", help="zone of the per-day dates (default --timezone)"
+    )
+    variant.add_argument(
+        "--midnight-events",
+        action="store_true",
+        help="the random history has an event at each local midnight",
+    )
     return parser.parse_args(argv)
+
+
+def _variant(args: argparse.Namespace) -> Variant:
+    return Variant.from_bounds(
+        args.bounds,
+        offset_counts=args.offset_counts,
+        page_cap=args.page_cap,
+        count_format=args.count_format,
+        totals_need_window=args.totals_need_window,
+        plan_forbidden=args.plan_forbidden,
+        error_shape=args.error_shape,
+        timezone=args.key_timezone,
+        midnight_events=args.midnight_events,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1002,8 +1276,8 @@ def main(argv: list[str] | None = None) -> int:
             history_days=args.history_days,
             seed=args.seed,
             random_history=not args.no_random_history,
-            max_limit=args.max_limit,
             shuffle_keys=args.shuffle_keys,
+            variant=_variant(args),
         )
         if args.latency:
             simulator.set_faults(latency=args.latency)

@@ -35,6 +35,7 @@ class AppSnapshot:
 
     name: str
     dialog_types: tuple[int, ...]
+    dialog_type_names: tuple[tuple[int, str], ...] = ()  # as in AppConfig
     totals: Mapping[Kind, Reading] = field(default_factory=frozen_map)
     today: Mapping[Kind, Reading] = field(default_factory=frozen_map)
     yesterday: Mapping[Kind, Reading] = field(default_factory=frozen_map)

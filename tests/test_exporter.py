@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import Simulator, start_simulator
+from exporter.simulator import (
+    MESSAGES_TOTAL_PATH,
+    PLAN_FORBIDDEN_MESSAGE,
+    Simulator,
+    Variant,
+    start_simulator,
+)
 from tests.conftest import OTHER_KEY, SECRET_KEY, require_tool
 from tests.processes import Exporter, run_exporter_once, start_exporter
 
@@ -85,13 +91,17 @@ def test_one_poll_is_ten_requests_with_bracketed_types(
     dialog_queries = [r["query"] for r in stats["recent"] if "/dialogs/" in r["path"]]
     assert sorted(re.findall(r"types\[\]=(\d+)", "&".join(dialog_queries))) == sorted("11223344")
     assert all(re.fullmatch(r"[^%]*types\[\]=\d", q) for q in dialog_queries)
-    per_day = [r["query"] for r in stats["recent"] if r["path"].endswith("-per-day")]
-    for query in per_day:
-        start_date, end_date = (int(v) for v in re.findall(r"_date=(\d+)", query))
-        # Yesterday and today, in UTC: [yesterday 00:00, tomorrow 00:00).
-        assert start_date % 86400 == 0
-        assert end_date - start_date == 2 * 86400
-        assert start_date < time.time() - 86400 < time.time() < end_date
+    for request in stats["recent"]:
+        start_date, end_date = (int(v) for v in re.findall(r"_date=(\d+)", request["query"]))
+        # Ends at tomorrow's UTC midnight: an inclusive end adds only tomorrow's first second.
+        assert end_date % 86400 == 0
+        assert end_date - 86400 < time.time() < end_date
+        if request["path"].endswith("-per-day"):
+            # Yesterday and today from a second before yesterday's midnight: an exclusive
+            # start still holds an event at exactly midnight.
+            assert end_date - start_date == 2 * 86400 + 1
+        else:
+            assert start_date == 1  # all time, in a window: the API may refuse none
 
 
 def key_of(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
@@ -132,6 +142,84 @@ def test_rejected_key_is_down_and_named(simulator: tuple[Simulator, str]) -> Non
         assert "HTTP 401" in line
         assert process.value("connectycube_messages_sent", app="default") is None
         assert process.get("/-/ready").status_code == 200  # attempted, though it failed
+    finally:
+        process.stop()
+
+
+def test_a_plan_without_the_admin_api_is_named() -> None:
+    sim = Simulator(
+        api_keys=[], variants={SECRET_KEY: Variant(plan_forbidden=True)}, random_history=False
+    )
+    server = start_simulator(sim)
+    process = start(server.url, key=SECRET_KEY)
+    try:
+        process.wait_for_value("connectycube_up", 0, app="default")
+        line = process.wait_for_log("access refused")
+        assert "API key recognised but access refused (HTTP 403: " in line
+        assert "the Admin API needs the Advanced plan or higher" in line
+        assert PLAN_FORBIDDEN_MESSAGE in line  # the API's own words
+    finally:
+        process.stop()
+        server.stop()
+    assert SECRET_KEY not in process.logs
+
+
+@pytest.mark.parametrize("shape", ["object", "list"])
+def test_an_error_inside_a_200_is_a_failed_request_with_the_apis_words(shape: str) -> None:
+    sim = Simulator(
+        api_keys=[], variants={SECRET_KEY: Variant(error_shape=shape)}, random_history=False
+    )
+    sim.set_faults(body="error_body", paths=[MESSAGES_TOTAL_PATH])
+    server = start_simulator(sim)
+    process = start(server.url, key=SECRET_KEY)
+    try:
+        process.wait_for_value("connectycube_up", 0, app="default")
+        line = process.wait_for_log("poll failed")
+        assert "messages/sent-total: HTTP 200: simulated error" in line
+        outcome = process.value(
+            "connectycube_api_requests_total",
+            app="default",
+            endpoint="messages/sent-total",
+            outcome="http_error",
+        )
+        assert outcome is not None
+        assert outcome >= 1
+    finally:
+        process.stop()
+        server.stop()
+
+
+def test_dialog_type_names_follow_the_setting_and_the_config_file(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    config = tmp_path / "apps.yml"
+    config.write_text(
+        f"apps:\n"
+        f"  - name: sdk\n    api_key: {SECRET_KEY}\n    dialog_type_names: {{2: team}}\n"
+        f"  - name: docs\n    api_key: {OTHER_KEY}\n"
+    )
+    process = Exporter(
+        ["--config-file", str(config), "--api-url", simulator[1]],
+        env={"CONNECTYCUBE_DIALOG_TYPE_NAMES": "1=public,4=broadcast"},
+    )
+    try:
+        process.wait_for_value("connectycube_up", 1, app="sdk")
+        process.wait_for_value("connectycube_up", 1, app="docs")
+        names = {
+            app: {
+                dict(labels)["dialog_type"]
+                for (name, labels) in process.metrics()
+                if name == "connectycube_dialogs_created" and ("app", app) in labels
+            }
+            for app in ("sdk", "docs")
+        }
+        # The setting renames 1 and 4 for every app; the file renames 2 for one app.
+        assert names == {
+            "sdk": {"public", "team", "private", "broadcast"},
+            "docs": {"public", "group", "private", "broadcast"},
+        }
+        # The SDK's "public" is code 1: one dialog all time in the known history.
+        assert process.value("connectycube_dialogs_created", app="sdk", dialog_type="public") == 1
     finally:
         process.stop()
 
@@ -284,12 +372,15 @@ def test_json_logs_are_one_object_per_line(simulator: tuple[Simulator, str]) -> 
     assert any("API key rejected" in entry["message"] for entry in entries)
 
 
-def test_demo_needs_no_account() -> None:
+def test_demo_needs_no_account_and_looks_alive() -> None:
     process = Exporter(["--demo", "--poll-interval-seconds", "1"])
     try:
         process.wait_for_value("connectycube_up", 1, app="default")
         assert process.value("connectycube_messages_sent", app="default") > 0
         assert process.get("/-/ready").status_code == 200
+        # Messages every day, even in the first minutes of one.
+        assert process.value("connectycube_messages_sent_yesterday", app="default") > 0
+        assert process.value("connectycube_messages_sent_today", app="default") > 0
     finally:
         assert process.stop() == 0
 

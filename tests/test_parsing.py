@@ -21,7 +21,7 @@ from exporter.client import (
 from exporter.days import day_bounds, local_day
 
 ZONES = sorted(available_timezones() - {"Factory", "localtime"})
-counts = st.integers(min_value=0, max_value=2**53)
+counts = st.integers(min_value=0, max_value=2**53 - 2)  # room for the +2 below
 days = st.dates(min_value=date(2000, 1, 1), max_value=date(2100, 1, 1))
 timestamps = st.integers(min_value=946_684_800, max_value=4_102_444_800)  # 2000..2100
 json_values = st.recursive(
@@ -37,15 +37,37 @@ def test_total_reads_the_documented_shape() -> None:
 
 
 @pytest.mark.parametrize(
+    "text", ['{"total": 167}', '{"total": "167"}', '{"total": 167.0}', '{"total": 1.67e2}']
+)
+def test_total_reads_a_count_however_it_is_spelled(text: str) -> None:
+    assert parse_total(json.loads(text)) == 167
+
+
+def test_counts_up_to_2_to_the_53_are_exact_and_larger_ones_refused() -> None:
+    assert parse_total({"total": 2**53}) == 9_007_199_254_740_992
+    assert parse_total({"total": str(2**53)}) == 9_007_199_254_740_992
+    for too_large in (2**53 + 1, 2**1024, str(2**64), 1e300):
+        with pytest.raises(InvalidAnswer, match="2\\^53"):
+            parse_total({"total": too_large})
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         [],
         {},
         {"count": 5},
         {"total": -1},
+        {"total": "-1"},
         {"total": 5.5},
-        {"total": 5.0},
-        {"total": "5"},
+        {"total": "5.0"},
+        {"total": " 5"},
+        {"total": "+5"},
+        {"total": "1e3"},
+        {"total": "\u0665"},  # an Arabic-Indic five: str.isdigit() says yes, the API never would
+        {"total": ""},
+        {"total": float("inf")},
+        {"total": float("nan")},
         {"total": True},
         {"total": None},
         "167",
@@ -74,13 +96,20 @@ def test_per_day_takes_keys_in_any_order(by_day: dict[date, int], rnd) -> None:
         {"2023-02-30": 5},
         {"2023-02-20": -1},
         {"2023-02-20": 2.5},
-        {"2023-02-20": "5"},
+        {"2023-02-20": "5x"},
+        {"2023-02-20": False},
         {"2023-02-20": None},
     ],
 )
 def test_per_day_rejects_bad_keys_and_counts(payload: object) -> None:
     with pytest.raises(InvalidAnswer):
         parse_per_day(payload)
+
+
+def test_per_day_reads_counts_however_they_are_spelled() -> None:
+    answer = {"2023-02-20": "56", "2023-02-21": 78.0, "2023-02-26": 47}
+    expected = {date(2023, 2, 20): 56, date(2023, 2, 21): 78, date(2023, 2, 26): 47}
+    assert parse_per_day(answer) == expected
 
 
 def test_per_day_empty_answer_means_no_activity() -> None:
