@@ -21,6 +21,7 @@ from benchmarks.harness import (
     series_count,
     sleep_until,
 )
+from benchmarks.slow_clients import SlowClients, sources
 
 REQUESTS_PER_APP = 10  # 2 + 2 x 4 dialog types, for every design
 DEFAULT_CAP = 64
@@ -45,6 +46,8 @@ class Params:
     s3_seconds: float = 2.0
     s3_min_scrapes: int = 200
     s3_max_seconds: float = 4.0
+    s3_slow_clients: tuple[int, int] = (1000, 300)  # slowloris, silent
+    s3_slow_seconds: float = 10.0
     s4_speedup: float = 15.0  # 60 s interval -> 4 s, 5 s scrape period -> 0.33 s
     s4_intervals: int = 1  # poll intervals per counting window
     s5_cycles: int = 5
@@ -69,6 +72,8 @@ QUICK = Params(
     s3_seconds=0.3,
     s3_min_scrapes=10,
     s3_max_seconds=1.0,
+    s3_slow_clients=(100, 30),
+    s3_slow_seconds=1.0,
     s4_speedup=120.0,
     s4_intervals=1,
     s5_cycles=2,
@@ -514,6 +519,7 @@ def scenario_3(bench: Bench, params: Params) -> Outcome:
     sizes = params.sizes(params.s3_apps)
     results: dict[str, dict[int, dict[int, dict[str, Any]]]] = {}
     info: dict[str, dict[int, dict[str, Any]]] = {}
+    slow: dict[str, dict[str, Any]] = {}
     bench.simulator.set_latency(0.0)  # only the stored data matters here: fill fast
     try:
         for design in ("exporter", "baseline"):
@@ -533,6 +539,8 @@ def scenario_3(bench: Bench, params: Params) -> Outcome:
                         for c in params.s3_scrapers
                     }
                     info[design][n]["rss_after_load_bytes"] = run.process.memory()["VmRSS"]
+                    if n == sizes[0]:
+                        slow[design] = under_slow_clients(run.url, params)
                 finally:
                     run.stop()
     finally:
@@ -545,6 +553,7 @@ def scenario_3(bench: Bench, params: Params) -> Outcome:
             d: {str(n): {"warm": info[d][n], "by_scrapers": results[d][n]} for n in sizes}
             for d in results
         },
+        "under_slow_clients": {"apps": sizes[0], **slow},
     }
     for n in sizes:
         for c in params.s3_scrapers:
@@ -594,6 +603,19 @@ def scenario_3(bench: Bench, params: Params) -> Outcome:
                     r is not None and r <= 0.5,
                 )
             )
+    e, b = slow["exporter"], slow["baseline"]
+    slowloris, silent = params.s3_slow_clients
+    out.rows.append(
+        Row(
+            f"/metrics p50 / p99 under {slowloris:,} slowloris + {silent} silent clients "
+            f"(from {SLOW_ADDRESSES} addresses), {sizes[0]} app(s), 1 scraper",
+            under_load_cell(e),
+            under_load_cell(b),
+            ratio(e["p99_ms"], b["p99_ms"]) if e["scrapes"] and b["scrapes"] else None,
+            "no failed scrape, p99 < 1 s",
+            e["errors"] == 0 and e["scrapes"] > 0 and e["p99_ms"] < 1000,
+        )
+    )
     out.rows.append(
         Row(
             f"series per scrape, {large} apps",
@@ -604,6 +626,54 @@ def scenario_3(bench: Bench, params: Params) -> Outcome:
         )
     )
     return out
+
+
+SLOW_ADDRESSES = 26  # loopback sources: 50 connections each, under the per-address cap
+
+
+def under_slow_clients(url: str, params: Params) -> dict[str, Any]:
+    """Closed-loop scrapes (1 scraper) while slow clients hold connections to the design.
+
+    The slow clients (``benchmarks.slow_clients``) trickle a header line every 2 s or
+    send nothing, and connect again when dropped; they start within their first second.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    slowloris, silent = params.s3_slow_clients
+    clients = SlowClients(
+        host,
+        int(port),
+        slowloris=slowloris,
+        silent=silent,
+        source_addresses=sources(SLOW_ADDRESSES),
+    )
+    with clients:
+        time.sleep(1.5)
+        held = clients.stats()["open"]
+        result = closed_loop(
+            url + "/metrics",
+            1,
+            params.s3_slow_seconds,
+            params.s3_min_scrapes,
+            2 * params.s3_slow_seconds,
+        ).figures()
+        stats = clients.stats()
+    return {
+        **result,
+        "slow_clients": {
+            "slowloris": slowloris,
+            "silent": silent,
+            "source_addresses": SLOW_ADDRESSES,
+            "open_when_scraping_began": held,
+            **stats,
+        },
+    }
+
+
+def under_load_cell(figures: dict[str, Any]) -> str:
+    if not figures["scrapes"]:
+        return f"every scrape failed ({figures['errors']})"
+    cell = f"{millis(figures['p50_ms'])} / {millis(figures['p99_ms'])}"
+    return cell + (f", {figures['errors']} failed" if figures["errors"] else "")
 
 
 # --------------------------------------------------------------------------- 4. upstream load

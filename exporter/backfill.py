@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -243,11 +244,9 @@ class Output:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.path = None if target == STDOUT else Path(target)
+        self.path = None if target == STDOUT else _regular_file_path(target)
         if self.path is None:
             return
-        if self.path.is_dir():
-            raise OSError(f"--output {target}: is a directory")
         self.temp = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
         # Creating the very file the run will write is the only reliable check (root
         # ignores permission bits, file systems may be read-only).
@@ -285,6 +284,29 @@ class Output:
     def discard(self) -> None:
         if self.path is not None:
             self.temp.unlink(missing_ok=True)
+
+
+def _regular_file_path(target: str) -> Path:
+    """Where to write ``target``: a regular file, or a new one; never a device or FIFO.
+
+    A symlink is followed and its target replaced, never the link itself: renaming over
+    ``/dev/stdout`` or a copy of ``/dev/null`` would put a regular file in its place.
+    """
+    path = Path(os.path.realpath(target))
+    try:
+        mode = os.stat(target).st_mode  # through the link, to what it names now
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise OSError(f"--output {target}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise OSError(f"--output {target}: is a directory")
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            f"--output {target}: not a regular file (a device, FIFO or socket); "
+            "use --output - to write to stdout"
+        )
+    return path
 
 
 # --------------------------------------------------------------------------- progress

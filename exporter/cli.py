@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return check(argv[1:])
     args = build_parser().parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = settings_from(args)
         if args.demo:
@@ -121,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         web_config = load_web_config(settings.web_config_file)
     except (ConfigError, WebConfigError) as exc:
         where = f"{env_name('web_config_file')}: " if isinstance(exc, WebConfigError) else ""
-        print(f"{PROG}: configuration error: {where}{exc}", file=sys.stderr)
+        message = f"configuration error: {where}{exc}"
+        if settings is not None and settings.log_format == "json":
+            logging.getLogger(__name__).error("%s", message)  # a JSON line like every other
+        else:
+            print(f"{PROG}: {message}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(run(settings, apps, lambda: load_apps(settings), web_config))

@@ -8,16 +8,19 @@ endpoint and the reason, never the API key.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import re
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from email.utils import parsedate_to_datetime
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar, Final, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, quote_plus, unquote, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -210,7 +213,15 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
             max_connections=pool,
             max_keepalive_connections=min(pool, MAX_KEEPALIVE_CONNECTIONS),
         ),
-        headers={"User-Agent": f"connectycube-exporter/{__version__}"},
+        # Compressed answers are not asked for; one that comes anyway is decoded here,
+        # with the size cap applied to what it decodes to (see _read_capped).
+        headers={
+            "User-Agent": f"connectycube-exporter/{__version__}",
+            "Accept-Encoding": "identity",
+        },
+        # No cookie jar: a cookie set in answer to one app's key must never travel with
+        # another app's key over this shared client.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 
@@ -351,6 +362,10 @@ class StatsClient:
         self._longest_page[app.name] = max(longest, len(page))
         return page
 
+    def knows_page_size(self, app: AppConfig) -> bool:
+        """Whether a per-day answer of ``app`` has been read (see ``days``)."""
+        return app.name in self._longest_page
+
     def _full(self, app: AppConfig, page: dict[date, int]) -> bool:
         """Whether a cap on the page size may have cut ``page`` short."""
         return bool(page) and len(page) >= self._longest_page.get(app.name, 0)
@@ -426,6 +441,8 @@ class StatsClient:
             raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
         except httpx.HTTPError as exc:  # a body that does not decode as its headers say
             raise APIInvalidResponse(path, _scrub(_transport_reason(exc), app)) from None
+        except zlib.error:
+            raise APIInvalidResponse(path, "compressed answer does not decode") from None
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -450,17 +467,44 @@ class StatsClient:
             self._not_before[app.name] = max(self._not_before.get(app.name, 0.0), until)
 
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
-        """Read the body, giving up once it is larger than any real answer."""
+        """Read the body, giving up once it is larger than any real answer.
+
+        The cap counts decoded bytes: a few kilobytes of gzip can decode to gigabytes,
+        and httpx would decode a whole network read before anything could count it.
+        """
+        cap = self._limits.max_response_bytes
+        decoder = _decoder(response.headers.get("Content-Encoding", ""), path)
         chunks = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        # An answer made in memory (a mock transport) has no stream left to read.
+        stream = _once(response.content) if response.is_stream_consumed else response.aiter_raw()
+        async for raw in stream:
+            # At most one byte past the cap is ever decoded, whatever the ratio.
+            chunk = raw if decoder is None else decoder.decompress(raw, cap - size + 1)
             size += len(chunk)
-            if size > self._limits.max_response_bytes:
-                raise APIInvalidResponse(
-                    path, f"answer is larger than {self._limits.max_response_bytes} bytes"
-                )
+            if size > cap:
+                raise APIInvalidResponse(path, f"answer is larger than {cap} bytes")
             chunks.append(chunk)
+        if decoder is not None and not decoder.eof:
+            raise APIInvalidResponse(path, "compressed answer ends early")
         return b"".join(chunks)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _decoder(content_encoding: str, path: str) -> Any:
+    """A zlib decoder for the answer's one encoding, or None for none."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    # Stacked encodings ("gzip, gzip") only serve to multiply a bomb's ratio.
+    raise APIInvalidResponse(path, "answer has a stacked or unsupported Content-Encoding")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -501,8 +545,15 @@ def _transport_reason(exc: httpx.TransportError) -> str:
 
 
 def _scrub(text: str, app: AppConfig) -> str:
-    """Masks the key, should a library or a server ever echo it back."""
-    return text.replace(app.api_key.get_secret_value(), "***")
+    """Masks the key, should a library or a server ever echo it back, in any case and in
+    the encodings a server might use (percent, base64, hex)."""
+    key = app.api_key.get_secret_value()
+    raw = key.encode()
+    encoded = [encode(raw).decode() for encode in (base64.b64encode, base64.urlsafe_b64encode)]
+    spellings = {key, quote(key, safe=""), quote_plus(key, safe=""), raw.hex(), *encoded}
+    spellings.update(text.rstrip("=") for text in encoded)
+    pattern = "|".join(re.escape(spelling) for spelling in sorted(spellings, key=len, reverse=True))
+    return re.sub(pattern, "***", unquote(text) if "%" in text else text, flags=re.IGNORECASE)
 
 
 def _error_message(errors: Any) -> str:

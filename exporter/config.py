@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exporter.server import parse_listen_address
-from exporter.settingsfile import describe_validation_error, os_reason, read_yaml
+from exporter.settingsfile import FileProblem, describe_validation_error, read_small_text, read_yaml
 
 ENV_PREFIX = "CONNECTYCUBE_"
 DEFAULT_PORT = 19742
@@ -37,6 +37,8 @@ DEFAULT_API_URL = "https://api.connectycube.com"
 # CONNECTYCUBE_DIALOG_TYPE_NAMES lets a user say which is right for their account.
 DEFAULT_DIALOG_TYPE_NAMES = {1: "broadcast", 2: "group", 3: "private", 4: "public", 5: "meeting"}
 TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_KEY_FILE_BYTES = 4096
+MAX_KEY_LENGTH = 512  # ConnectyCube's keys are a few dozen characters
 
 
 class ConfigError(Exception):
@@ -161,6 +163,40 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
         description="stop exporting a count not fetched for this long (default: 5 x interval)",
+    )
+    web_max_connections: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description="cap on open HTTP connections; when full, the one waiting longest for a "
+        "request gives way to a new one",
+    )
+    web_max_client_connections: int = Field(
+        64,
+        ge=1,
+        le=1_000_000,
+        description="cap on open HTTP connections from one client address (IPv6: one /64)",
+    )
+    web_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="seconds a client has to send a request's headers, however it trickles them",
+    )
+    web_tls_handshake_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="seconds a client has to complete the TLS handshake",
+    )
+    web_idle_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="seconds a keep-alive connection may wait for its next request",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR"
@@ -299,11 +335,9 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 def _read_text(path: Path, setting: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{setting}: {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path}: {os_reason(exc)}") from None
+        return read_small_text(path, MAX_KEY_FILE_BYTES)
+    except FileProblem as exc:
+        raise ConfigError(f"{setting} ({path}): {exc}") from None
 
 
 def read_key_file(path: Path, setting: str) -> SecretStr:
@@ -326,6 +360,8 @@ def _checked_key(key: str, where: str) -> SecretStr:
     key = key.strip()
     if not key:
         raise ConfigError(f"{where}: the API key is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ConfigError(f"{where}: the API key is longer than {MAX_KEY_LENGTH} characters")
     # It travels in an HTTP header: white space or control characters would break it.
     if not key.isascii() or not key.isprintable() or any(char.isspace() for char in key):
         raise ConfigError(

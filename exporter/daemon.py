@@ -1,8 +1,9 @@
 """Wires the parts together and runs them until SIGTERM or SIGINT.
 
 Data flows one way: client -> poller -> snapshot -> collector -> HTTP. The poller
-runs on the asyncio event loop; HTTP requests are served on their own threads and
-only ever read the current snapshot.
+runs on the asyncio event loop; HTTP is served on a second event loop, on a thread of its
+own (``exporter.server``), and only ever reads the current snapshot: a scrape never waits
+for a poll, nor a poll for a scrape.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from exporter.config import AppConfig, ConfigError, Settings, env_name
 from exporter.exposition import Exposition
 from exporter.http import create_app
 from exporter.poller import Poller
-from exporter.server import serve
+from exporter.server import Limits, raise_open_files_limit, serve
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ async def run(
                 create_app(exposition.render, lambda: poller.ready, web_config),
                 settings.listen_address,
                 web_config.ssl_context,
+                web_limits(settings),
             )
         except OSError as exc:
             log.error(
@@ -85,7 +87,14 @@ async def run(
             len(apps),
             settings.poll_interval_seconds,
         )
-        loop.add_signal_handler(signal.SIGHUP, _reload, poller, reload_apps)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def reload() -> None:
+            task = loop.create_task(_reload(poller, reload_apps))
+            reloads.add(task)  # held, so that the task is not collected mid-way
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         scheduler.start()
         try:
             await stopping.wait()
@@ -97,11 +106,56 @@ async def run(
     return 0
 
 
-def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]]) -> None:
+# Files the process needs besides HTTP connections: the API connections (one per request
+# in flight), log and /proc files, the event loops' own descriptors.
+_RESERVED_FILES = 64
+
+
+def web_limits(settings: Settings) -> Limits:
+    """The HTTP server's limits from the settings, within the open files allowed.
+
+    Raises the soft limit on open files to the hard one first; if even that cannot hold
+    ``CONNECTYCUBE_WEB_MAX_CONNECTIONS`` besides what polling needs, the cap is lowered
+    (with a warning) so that accepting never fails for want of a file descriptor.
+    """
+    allowed = raise_open_files_limit()
+    room = allowed - settings.max_concurrent_requests - _RESERVED_FILES
+    connections = settings.web_max_connections
+    if connections > room:
+        connections = max(16, room)
+        log.warning(
+            "%s lowered from %d to %d: the process may open only %d files (ulimit -n)",
+            env_name("web_max_connections"),
+            settings.web_max_connections,
+            connections,
+            allowed,
+        )
+    return Limits(
+        max_connections=connections,
+        max_client_connections=settings.web_max_client_connections,
+        header_timeout=settings.web_header_timeout_seconds,
+        tls_handshake_timeout=settings.web_tls_handshake_timeout_seconds,
+        idle_timeout=settings.web_idle_timeout_seconds,
+    )
+
+
+RELOAD_TIMEOUT_SECONDS = 10.0
+
+
+async def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]]) -> None:
+    # Files are read on a thread, with a deadline: the loop keeps polling and serving
+    # whatever the files are (a slow network mount, say), and a stuck read is given up.
     try:
-        apps = reload_apps()
+        async with asyncio.timeout(RELOAD_TIMEOUT_SECONDS):
+            apps = await asyncio.to_thread(reload_apps)
     except ConfigError as exc:
         log.error("reload failed, the running configuration stays: %s", exc)
+        return
+    except TimeoutError:
+        log.error(
+            "reload failed, the running configuration stays: the files were not read within %gs",
+            RELOAD_TIMEOUT_SECONDS,
+        )
         return
     poller.configure(apps)
     log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))

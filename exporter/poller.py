@@ -12,9 +12,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -143,15 +143,23 @@ class Poller:
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
         deadline = time.monotonic() + self._deadline
+
+        def read(kind: Kind, per_day: bool) -> Awaitable[int | dict[date, int]]:
+            if per_day:
+                return self._client.days(app, kind, yesterday, today, self._zone, deadline=deadline)
+            return self._client.total(app, kind, *all_time, deadline=deadline)
+
+        # An app's first per-day answer teaches the client how many days the API puts in a
+        # page. Messages, busy every day, go first: a quiet kind's short page is then not
+        # mistaken for a cut one and asked again.
+        first = [] if self._client.knows_page_size(app) else [(MESSAGES, True)]
+        results: dict[tuple[Kind, bool], object] = {}
         try:
-            results = await asyncio.gather(
-                *(self._client.total(app, kind, *all_time, deadline=deadline) for kind in kinds),
-                *(
-                    self._client.days(app, kind, yesterday, today, self._zone, deadline=deadline)
-                    for kind in kinds
-                ),
-                return_exceptions=True,
-            )
+            for batch in (first, [item for item in wanted if item not in first]):
+                answers = await asyncio.gather(
+                    *(read(*item) for item in batch), return_exceptions=True
+                )
+                results.update(zip(batch, answers, strict=True))
         except asyncio.CancelledError:
             # Shutdown ends polls in flight; that is not an error worth a traceback.
             log.debug("app %s: poll cancelled", app.name)
@@ -166,7 +174,8 @@ class Poller:
         yesterdays = dict(previous.yesterday)
         outcomes: Counter[tuple[str, str]] = Counter(previous.requests)
         failures: list[tuple[str, BaseException]] = []
-        for (kind, per_day), result in zip(wanted, results, strict=True):
+        for kind, per_day in wanted:
+            result = results[(kind, per_day)]
             endpoint = endpoint_label(endpoint_path(kind, per_day))
             if isinstance(result, BaseException):
                 outcome = result.outcome if isinstance(result, APIError) else "error"

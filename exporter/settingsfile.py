@@ -7,6 +7,8 @@ problem, never the text around it.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +16,66 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+MAX_SETTINGS_FILE_BYTES = 1 << 20  # thousands of apps fit in a few hundred kilobytes
+MAX_YAML_DEPTH = 32  # the deepest real file is four levels
+
+
+class FileProblem(Exception):
+    """A settings file that cannot be read as it is; the message is one line."""
+
+
+def read_small_text(path: Path, limit: int) -> str:
+    """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes.
+
+    Opened without blocking and checked before any read, so that a FIFO (which would
+    wait for a writer for ever) or a device such as /dev/zero (which never ends) is
+    refused at once instead of hanging or filling memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileProblem("not a regular file (a directory, FIFO, socket or device)")
+        data = b""
+        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
+            data += chunk
+    except OSError as exc:
+        raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FileProblem(f"the file is larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FileProblem("the file is not UTF-8 text") from None
+
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys, as Go's strict YAML does."""
+    """A safe YAML loader that refuses duplicate keys, as Go's strict YAML does, and
+    aliases and deep nesting, which no settings file needs and a hostile one abuses."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"nested deeper than {MAX_YAML_DEPTH} levels",
+                self.peek_event().start_mark,
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -43,11 +102,9 @@ def os_reason(exc: BaseException) -> str:
 def read_yaml(path: Path, fail: Callable[[str], Exception]) -> Any:
     """The parsed document; any problem is raised as ``fail(problem)``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise fail("the file is not UTF-8 text") from None
-    except OSError as exc:
-        raise fail(f"cannot read the file ({os_reason(exc)})") from None
+        text = read_small_text(path, MAX_SETTINGS_FILE_BYTES)
+    except FileProblem as exc:
+        raise fail(str(exc)) from None
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:

@@ -228,11 +228,9 @@ class _BasicAuth:
             _checkpw(password, self._dummy)  # spend the same time, then refuse
             return False
         key = _cache_key(user.encode(), password, hashed)
+        if self._hit(key):
+            return True
         with self._lock:
-            # A dict lookup by a SHA-256 digest: its timing says nothing of the password.
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return True
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
@@ -252,16 +250,35 @@ class _BasicAuth:
             flight.done.set()
         return flight.ok
 
+    def cached(self, user: str, password: bytes) -> bool:
+        """Whether these credentials passed a check already (no bcrypt run needed)."""
+        hashed = self._users.get(user)
+        return hashed is not None and self._hit(_cache_key(user.encode(), password, hashed))
+
+    def _hit(self, key: bytes) -> bool:
+        with self._lock:
+            # A dict lookup by a SHA-256 digest: its timing says nothing of the password.
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return True
+        return False
+
     def cache_size(self) -> int:
         with self._lock:
             return len(self._cache)
 
 
+BCRYPT_MAX_PASSWORD_BYTES = 72
+
+
 def _checkpw(password: bytes, hashed: bytes) -> bool:
     """``bcrypt.checkpw`` (a constant-time compare), False instead of raising."""
+    # bcrypt reads only 72 bytes: some releases would let "right password + anything" in.
+    if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
+        return False
     try:
         return bool(bcrypt.checkpw(password, hashed))
-    except ValueError:  # e.g. a password over bcrypt's 72 bytes, or a NUL byte in it
+    except ValueError:  # e.g. a NUL byte in it
         return False
 
 
@@ -318,6 +335,20 @@ class WebConfig:
             return False
         return self._auth.check(*credentials)
 
+    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
+        """``authorized``'s answer when it costs no bcrypt run, else None.
+
+        True without users or for credentials that passed before (cached), False for a
+        missing or malformed header; None when only ``authorized`` can tell (a first
+        check, a wrong password, an unknown user: each takes bcrypt's time). Never blocks.
+        """
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        if credentials is None:
+            return False
+        return True if self._auth.cached(*credentials) else None
+
 
 # --- loading -----------------------------------------------------------------------------
 
@@ -369,7 +400,7 @@ def _headers(path: Path, headers: Mapping[str, Any]) -> tuple[tuple[str, str], .
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise _error(path, f"{where}: expected a string")
         text = str(value)
-        # A CR or LF would let the file inject headers; WSGI wants latin-1 values.
+        # A CR or LF would let the file inject headers; the server sends latin-1.
         if not _latin1(text) or any(_is_control(c) for c in text):
             raise _error(path, f"{where}: control or non-latin-1 characters are not allowed")
         values = _ALLOWED_HEADERS[name]

@@ -79,7 +79,8 @@ def test_key_file_is_read_and_trimmed(monkeypatch: pytest.MonkeyPatch, clean_env
         ({}, "CONNECTYCUBE_API_KEY or CONNECTYCUBE_API_KEY_FILE: an API key is required"),
         (
             {"CONNECTYCUBE_API_KEY_FILE": "missing-file"},
-            "CONNECTYCUBE_API_KEY_FILE: cannot read missing-file: No such file or directory",
+            "CONNECTYCUBE_API_KEY_FILE (missing-file): cannot read the file "
+            "(No such file or directory)",
         ),
         (
             {"CONNECTYCUBE_API_KEY": SECRET_KEY, "CONNECTYCUBE_POLL_INTERVAL_SECONDS": "soon"},

@@ -7,6 +7,7 @@ settings, its default port, the routes it serves and its config file loader.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -16,16 +17,16 @@ import subprocess
 import sys
 import tomllib
 from fnmatch import fnmatch
+from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from exporter.config import Settings, env_name, load_apps, load_settings
 from exporter.http import create_app
+from exporter.server import Request
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,17 +51,10 @@ def load_yaml(path: Path) -> Any:
 
 
 def status_of(path: str) -> str:
-    """The status line the exporter's own WSGI app answers a GET of ``path`` with."""
-    app = create_app(CollectorRegistry(), is_ready=lambda: True)
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
-    setup_testing_defaults(environ)
-    statuses: list[str] = []
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        statuses.append(status)
-
-    b"".join(app(environ, start_response))
-    return statuses[0]
+    """The status line the exporter's own app answers a GET of ``path`` with."""
+    app = create_app(lambda openmetrics, gzip: b"", is_ready=lambda: True)
+    status = asyncio.run(app(Request("GET", path, {}))).status
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def is_under(path: str, directory: str) -> bool:

@@ -312,7 +312,7 @@ def test_stops_cleanly_while_a_request_hangs(simulator: tuple[Simulator, str]) -
         (
             [],
             {"CONNECTYCUBE_API_KEY_FILE": "/nonexistent/key"},
-            "CONNECTYCUBE_API_KEY_FILE: cannot read /nonexistent/key",
+            "CONNECTYCUBE_API_KEY_FILE (/nonexistent/key): cannot read the file",
         ),
         (["--config-file", "apps.yml"], {}, "CONNECTYCUBE_CONFIG_FILE (apps.yml): invalid YAML"),
     ],

@@ -1,23 +1,28 @@
-"""The HTTP routes, through the WSGI app alone: no socket needed."""
+"""The HTTP routes, through the app alone: no socket needed."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import gzip
-import socket
+import threading
 import time
-from wsgiref.util import setup_testing_defaults
 from zoneinfo import ZoneInfo
 
+import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter import http as http_module
 from exporter.exposition import Exposition
-from exporter.http import create_app
+from exporter.http import App, create_app
+from exporter.server import Request, Response
 from exporter.snapshot import AppSnapshot, Snapshot, frozen_map
+from exporter.webconfig import WebConfig
 
 
 class Client:
-    """Calls the WSGI app directly, serving a one-app snapshot."""
+    """Calls the app directly, serving a one-app snapshot."""
 
     def __init__(self) -> None:
         snapshot = Snapshot(frozen_map({"prod": AppSnapshot("prod", (2,), up=True)}))
@@ -28,17 +33,9 @@ class Client:
     def request(
         self, path: str, method: str = "GET", **headers: str
     ) -> tuple[int, dict[str, str], bytes]:
-        environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": method}
-        environ.update({f"HTTP_{name.upper()}": value for name, value in headers.items()})
-        setup_testing_defaults(environ)
-        answer: dict = {}
-
-        def start_response(status: str, response_headers: list[tuple[str, str]]) -> None:
-            answer["status"] = int(status.split()[0])
-            answer["headers"] = dict(response_headers)
-
-        body = b"".join(self.app(environ, start_response))
-        return answer["status"], answer["headers"], body
+        names = {name.replace("_", "-").lower(): value for name, value in headers.items()}
+        response = asyncio.run(self.app(Request(method, path, names)))
+        return response.status, dict(response.headers), response.body
 
 
 @pytest.fixture
@@ -51,7 +48,6 @@ def test_metrics_in_the_classic_text_format(client: Client) -> None:
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert b'connectycube_up{app="prod"} 1.0' in body
-    assert int(headers["Content-Length"]) == len(body)
 
 
 def test_metrics_in_openmetrics_when_asked(client: Client) -> None:
@@ -94,11 +90,12 @@ def test_other_methods_are_405(client: Client) -> None:
     assert headers["Allow"] == "GET, HEAD"
 
 
-def test_head_has_headers_and_no_body(client: Client) -> None:
+def test_head_is_answered_like_get(client: Client) -> None:
+    """The server sends HEAD's headers without the body (see test_slow_clients.py)."""
     status, headers, body = client.request("/metrics", method="HEAD")
     assert status == 200
-    assert body == b""
-    assert int(headers["Content-Length"]) > 0
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert b"connectycube_up" in body
 
 
 def test_malformed_accept_falls_back_to_the_classic_format(client: Client) -> None:
@@ -122,29 +119,102 @@ def test_gzip_when_accepted(client: Client, encoding: str) -> None:
     assert headers["Content-Encoding"] == "gzip"
 
 
-def test_connections_beyond_the_cap_are_turned_away(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Idle clients cannot take every thread: over the cap, a connection is closed at once."""
-    from exporter import server as server_module
+# --- basic auth and the web config's headers ---------------------------------------------
 
-    monkeypatch.setattr(server_module._ThreadingWSGIServer, "max_connections", 2)
-    running = server_module.serve(Client().app, "127.0.0.1:0")
-    idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(2)]
-    try:
-        time.sleep(0.2)  # both are accepted and hold their threads
-        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as third:
-            try:
-                third.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
-                answer = third.recv(100)
-            except (ConnectionResetError, BrokenPipeError):
-                answer = b""
-            assert answer == b""  # closed without an answer
-        for connection in idle:
-            connection.close()
-        time.sleep(0.2)
-        with socket.create_connection(("127.0.0.1", running.port), timeout=5) as fourth:
-            fourth.sendall(b"GET /-/healthy HTTP/1.0\r\n\r\n")
-            assert fourth.recv(100).startswith(b"HTTP/1.0 200")
-    finally:
-        for connection in idle:
-            connection.close()
-        running.stop()
+PASSWORD = "scrape-me"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4))
+HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "deny"))
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def locked_app() -> App:
+    exposition = Exposition(
+        lambda: Snapshot(frozen_map({})), ZoneInfo("UTC"), 60.0, CollectorRegistry()
+    )
+    return create_app(
+        exposition.render, lambda: True, WebConfig(None, {"prometheus": HASH}, HEADERS)
+    )
+
+
+def ask(app: App, path: str, authorization: str | None = None) -> Response:
+    headers = {"authorization": authorization} if authorization else {}
+    return asyncio.run(app(Request("GET", path, headers)))
+
+
+def test_basic_auth_with_the_probes_open() -> None:
+    app = locked_app()
+    for path in ("/metrics", "/", "/missing"):
+        refused = ask(app, path)
+        assert refused.status == 401
+        assert dict(refused.headers)["WWW-Authenticate"].startswith("Basic")
+        assert ask(app, path, basic("prometheus", "wrong")).status == 401
+    assert ask(app, "/metrics", basic("prometheus", PASSWORD)).status == 200
+    assert ask(app, "/missing", basic("prometheus", PASSWORD)).status == 404
+    assert ask(app, "/-/healthy").status == 200
+    assert ask(app, "/-/ready").status == 200
+
+
+def test_web_config_headers_on_every_answer() -> None:
+    app = locked_app()
+    for response in (
+        ask(app, "/metrics", basic("prometheus", PASSWORD)),
+        ask(app, "/metrics"),  # 401
+        ask(app, "/nowhere", basic("prometheus", PASSWORD)),  # 404
+        ask(app, "/-/healthy"),
+    ):
+        assert set(HEADERS) <= set(response.headers), response
+
+
+def test_bcrypt_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first login costs bcrypt's time on a worker thread; other requests go on."""
+    threads: list[str] = []
+    real = bcrypt.checkpw
+
+    def slow(password: bytes, hashed: bytes) -> bool:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", slow)
+    app = locked_app()
+
+    async def scenario() -> tuple[float, Response]:
+        login = asyncio.create_task(
+            app(Request("GET", "/metrics", {"authorization": basic("prometheus", PASSWORD)}))
+        )
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await app(Request("GET", "/-/healthy", {}))
+        probe = time.monotonic() - started
+        return probe, await login
+
+    probe, login = asyncio.run(scenario())
+    assert login.status == 200
+    assert probe < 0.1  # answered while bcrypt ran
+    assert threads
+    assert all(name.startswith("bcrypt") for name in threads)
+    # Checked once: the next scrape with the same credentials is answered from the cache.
+    assert ask(app, "/metrics", basic("prometheus", PASSWORD)).status == 200
+    assert len(threads) == 1
+
+
+def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = bcrypt.checkpw
+
+    def slow(password: bytes, hashed: bytes) -> bool:
+        time.sleep(0.3)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", slow)
+    monkeypatch.setattr(http_module, "MAX_WAITING_CHECKS", 2)
+    app = locked_app()
+
+    async def flood() -> list[int]:
+        wrong = {"authorization": basic("prometheus", "wrong")}
+        answers = await asyncio.gather(*(app(Request("GET", "/metrics", wrong)) for _ in range(5)))
+        return sorted(answer.status for answer in answers)
+
+    assert asyncio.run(flood()) == [401, 401, 503, 503, 503]

@@ -192,7 +192,7 @@ ERRORS = [
     ("basic_auth_users:\n  alice: hunter2-plain\n", "user 'alice': the password is not a"),
     ("basic_auth_users:\n  'a:b': '{hash}'\n", "have no ':'"),
     ("basic_auth_users:\n  alice: '{hash}'\n  alice: '{hash}'\n", "duplicate key 'alice'"),
-    ("basic_auth_users:\n  123: '{hash}'\n", "basic_auth_users[123]: the key must be a string"),
+    ("basic_auth_users:\n  123: '{hash}'\n", "basic_auth_users[123]: each key must be a string"),
     ("http_server_config:\n  headers:\n    Server: x\n", "can not be configured"),
     ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "one of deny"),
     (
@@ -303,7 +303,7 @@ def test_unknown_user_costs_a_bcrypt_check(
         "Basic YWxpY2U",  # "alice" with the padding cut off
         "Basic " + base64.b64encode(b"alice").decode(),  # no colon
         "Basic " + base64.b64encode(b"\xff\xfe:" + PASSWORD.encode()).decode(),  # not UTF-8
-        "Basic Ã©Ã©Ã©",  # non-ASCII, as WSGI hands latin-1 headers over
+        "Basic Ã©Ã©Ã©",  # non-ASCII, as the server hands latin-1 headers over
         "Digest username=alice",
     ],
 )
@@ -443,3 +443,19 @@ def test_min_version_refuses_older_clients(pki: PKI) -> None:
         old = {"maximum_version": ssl.TLSVersion.TLSv1_2}
         with pytest.raises(httpx.ConnectError):
             _get(lambda: _client(pki, **old), url)
+
+
+def test_answers_without_bcrypt_when_it_can(
+    users_config: WebConfig, checkpw_calls: list[bytes]
+) -> None:
+    """What the server may decide on its event loop; None sends the check to a thread."""
+    quick = users_config.authorized_without_bcrypt
+    assert quick(None) is False
+    assert quick("Basic !!!") is False
+    assert quick(_basic("alice", PASSWORD)) is None  # never checked yet
+    assert quick(_basic("mallory", PASSWORD)) is None  # unknown users cost bcrypt too
+    assert users_config.authorized(_basic("alice", PASSWORD))
+    assert quick(_basic("alice", PASSWORD)) is True  # now cached
+    assert quick(_basic("alice", "wrong")) is None  # failures are never cached
+    assert len(checkpw_calls) == 1
+    assert load_web_config(None).authorized_without_bcrypt(None) is True
