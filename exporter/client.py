@@ -45,6 +45,7 @@ T = TypeVar("T")
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20  # 100 days of counts are ~2 KB
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+MIN_RETRY_SECONDS: Final = 0.5  # the least time left for which a retry is still sent
 
 
 class APIError(Exception):
@@ -374,12 +375,19 @@ class StatsClient:
                 finally:
                     self._slots.release()
             except APIError as error:
+                cut_off = deadline is not None and self._clock() >= deadline - 0.01
+                if last_error is not None and isinstance(error, APITimeout) and cut_off:
+                    # A retry cut off by the deadline says nothing new: the cause is what
+                    # failed the attempt before it.
+                    raise last_error from None
                 last_error = error
                 if not _transient(error) or retries >= self._limits.max_retries:
                     raise
                 ceiling = min(self._limits.backoff_max, self._limits.backoff_base * 2**retries)
                 delay = random.uniform(0, ceiling)
-                if deadline is not None and self._clock() + delay >= deadline:
+                # A retry with less time left than an answer takes would only fail again.
+                worth = min(self._limits.request_timeout, MIN_RETRY_SECONDS)
+                if deadline is not None and self._clock() + delay + worth >= deadline:
                     raise
                 retries += 1
                 await asyncio.sleep(delay)
