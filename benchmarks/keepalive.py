@@ -21,7 +21,7 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from exporter.server import parse_listen_address
+from exporter.config import parse_listen_address
 from exporter.simulator import Simulator
 
 

@@ -31,23 +31,22 @@ from types import FrameType
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from exporter.cli import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.client import (
+from exporter.api import (
     DAY_PATTERN,
     MESSAGES,
     ONE_DAY,
     PAGE_DAYS,
-    APIError,
     Kind,
-    StatsClient,
-    limits_from,
-    open_http,
+    day_bounds,
+    endpoint_label,
+    local_day,
 )
+from exporter.api import parse_day as parse_api_day
+from exporter.client import APIError, StatsClient, limits_from, open_http
 from exporter.collector import COUNTS
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.days import day_bounds, local_day
 from exporter.exposition import escape_label_value
-from exporter.poller import endpoint_label
+from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
 
 COMMAND = f"{PROG} backfill"
 WINDOW_DAYS = PAGE_DAYS - 2
@@ -81,10 +80,10 @@ def parse_day(text: str) -> date:
     """A ``YYYY-MM-DD`` day, strictly (no ``20240101``, no week dates)."""
     if not DAY_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a YYYY-MM-DD date")
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid date") from None
+    day = parse_api_day(text)
+    if day is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid date")
+    return day
 
 
 def parse_label(text: str) -> tuple[str, str]:

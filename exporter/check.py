@@ -34,25 +34,29 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from exporter.backfill import Interrupted
-from exporter.cli import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.client import (
+from exporter.api import (
     MESSAGES,
     ONE_DAY,
+    Kind,
+    all_time_window,
+    endpoint_label,
+    endpoint_path,
+    local_day,
+)
+from exporter.backfill import Interrupted
+from exporter.client import (
     APIConnectionError,
     APIError,
     APIInvalidResponse,
     APIStatusError,
     ClientLimits,
-    Kind,
     StatsClient,
-    endpoint_path,
     limits_from,
     open_http,
 )
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.days import all_time_window, local_day
-from exporter.poller import endpoint_label, refusal
+from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
+from exporter.poller import refusal
 
 T = TypeVar("T")
 

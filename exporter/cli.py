@@ -6,50 +6,19 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Any, NoReturn
 
 from pydantic import SecretStr
 
-from exporter import __version__
-from exporter.config import ConfigError, Settings, env_name, load_apps, load_settings
+from exporter import __version__, backfill, check
+from exporter.config import ConfigError, Settings, env_name, load_apps
 from exporter.daemon import run
-from exporter.logs import setup_logging
+from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
 from exporter.server import RunningServer
 from exporter.webconfig import WebConfigError, load_web_config
 
-PROG = "connectycube-exporter"
 DEMO_KEY = "demo-key"
 BACKFILL = "backfill"
 CHECK = "check"
-
-
-def _shown(default: Any) -> str:
-    if isinstance(default, list):
-        return ",".join(map(str, default))
-    return "none" if default is None else str(default)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """Errors in one line, and never the value of a mistyped flag: it may be the key."""
-
-    def error(self, message: str) -> NoReturn:
-        if message.startswith("unrecognized arguments:"):
-            tokens = message.partition(":")[2].split()
-            flags = [token.split("=", 1)[0] for token in tokens if token.startswith("-")]
-            message = "unrecognized arguments: " + (" ".join(flags) or "(values not shown)")
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def add_settings_arguments(parser: argparse._ActionsContainer) -> None:
-    """One flag per setting; shared by the daemon and ``backfill``."""
-    for name, field in Settings.model_fields.items():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=name,
-            metavar=name.split("_")[-1].upper(),
-            default=argparse.SUPPRESS,
-            help=f"{field.description} (env {env_name(name)}; default: {_shown(field.default)})",
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,14 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The settings, flags over environment, with logging set up as they say."""
-    flags = {name: value for name, value in vars(args).items() if name in Settings.model_fields}
-    settings = load_settings(flags)
-    setup_logging(settings.log_level, settings.log_format)
-    return settings
 
 
 def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
@@ -105,13 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     # A subcommand only as the first word: any other command line runs the daemon as ever.
     if argv[:1] == [BACKFILL]:
-        from exporter.backfill import main as backfill  # the daemon never needs it
-
-        return backfill(argv[1:])
+        return backfill.main(argv[1:])
     if argv[:1] == [CHECK]:
-        from exporter.check import main as check  # the daemon never needs it
-
-        return check(argv[1:])
+        return check.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings: Settings | None = None
     try:

@@ -26,24 +26,26 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from exporter import __version__
+from exporter.api import (
+    ALL_TIME_START,
+    API_KEY_HEADER,
+    MESSAGES,
+    ONE_DAY,
+    PAGE_DAYS,
+    Kind,
+    day_start,
+    days_window,
+    endpoint_path,
+    parse_day,
+)
 from exporter.config import AppConfig, Settings
-from exporter.days import ALL_TIME_START, day_start, days_window
-
-API_KEY_HEADER: Final = "CB-Administration-API-Key"
-MESSAGES: Final = "messages"
-"""The kind of count that is not a dialog type: messages sent."""
 
 T = TypeVar("T")
 
-Kind = str | int
-"""``MESSAGES`` or a dialog type code."""
-
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20  # 100 days of counts are ~2 KB
-PAGE_DAYS: Final = 100
-"""The ``limit`` asked of the per-day endpoints: their documented default page size."""
-ONE_DAY: Final = timedelta(days=1)
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+MIN_RETRY_SECONDS: Final = 0.5  # the least time left for which a retry is still sent
 
 
 class APIError(Exception):
@@ -87,13 +89,6 @@ class InvalidAnswer(ValueError):
     """An answer that does not have the shape the API documents."""
 
 
-def endpoint_path(kind: Kind, per_day: bool) -> str:
-    """The endpoint that counts ``kind``, all in one or day by day."""
-    if kind == MESSAGES:
-        return "/admin/stats/messages/" + ("sent-per-day" if per_day else "sent-total")
-    return "/admin/stats/dialogs/" + ("created-per-day" if per_day else "created-total")
-
-
 MAX_COUNT: Final = 2**53
 """Past this a float64, and so Prometheus, no longer holds every whole number."""
 COUNT_TEXT = re.compile(r"[0-9]{1,20}")
@@ -133,19 +128,6 @@ def parse_per_day(payload: Any) -> dict[date, int]:
             raise InvalidAnswer("a key is not a YYYY-MM-DD date")
         counts[day] = check_count(value)
     return counts
-
-
-DAY_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def parse_day(text: str) -> date | None:
-    """A strict ``YYYY-MM-DD`` (fromisoformat alone also takes ``20230220``, ``2023-W01-1``)."""
-    if not DAY_PATTERN.fullmatch(text):
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _json_type(value: Any) -> str:
@@ -393,12 +375,19 @@ class StatsClient:
                 finally:
                     self._slots.release()
             except APIError as error:
+                cut_off = deadline is not None and self._clock() >= deadline - 0.01
+                if last_error is not None and isinstance(error, APITimeout) and cut_off:
+                    # A retry cut off by the deadline says nothing new: the cause is what
+                    # failed the attempt before it.
+                    raise last_error from None
                 last_error = error
                 if not _transient(error) or retries >= self._limits.max_retries:
                     raise
                 ceiling = min(self._limits.backoff_max, self._limits.backoff_base * 2**retries)
                 delay = random.uniform(0, ceiling)
-                if deadline is not None and self._clock() + delay >= deadline:
+                # A retry with less time left than an answer takes would only fail again.
+                worth = min(self._limits.request_timeout, MIN_RETRY_SECONDS)
+                if deadline is not None and self._clock() + delay + worth >= deadline:
                     raise
                 retries += 1
                 await asyncio.sleep(delay)

@@ -15,9 +15,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from exporter import __version__
-from exporter.client import MESSAGES, Kind
-from exporter.config import type_name
-from exporter.days import day_start, local_day
+from exporter.api import MESSAGES, Kind, day_start, local_day, type_name
 from exporter.snapshot import AppSnapshot
 
 

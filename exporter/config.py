@@ -27,18 +27,28 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from exporter.server import parse_listen_address
+from exporter.api import type_name
 from exporter.settingsfile import FileProblem, describe_validation_error, read_small_text, read_yaml
 
 ENV_PREFIX = "CONNECTYCUBE_"
 DEFAULT_PORT = 19742
 DEFAULT_API_URL = "https://api.connectycube.com"
-# The REST docs' names. The official JS SDK numbers them otherwise (1 public, 4 broadcast):
-# CONNECTYCUBE_DIALOG_TYPE_NAMES lets a user say which is right for their account.
-DEFAULT_DIALOG_TYPE_NAMES = {1: "broadcast", 2: "group", 3: "private", 4: "public", 5: "meeting"}
 TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_KEY_FILE_BYTES = 4096
 MAX_KEY_LENGTH = 512  # ConnectyCube's keys are a few dozen characters
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts, or raise ValueError."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
 
 
 class ConfigError(Exception):
@@ -313,11 +323,6 @@ class AppConfig:
 
     def type_name(self, code: int) -> str:
         return type_name(code, self.dialog_type_names)
-
-
-def type_name(code: int, names: tuple[tuple[int, str], ...] = ()) -> str:
-    """The ``dialog_type`` label of a code: as configured, as documented, or the number."""
-    return dict(names).get(code) or DEFAULT_DIALOG_TYPE_NAMES.get(code, str(code))
 
 
 def _setting_name(loc: tuple[int | str, ...]) -> str:

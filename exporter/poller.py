@@ -19,20 +19,14 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.client import MESSAGES, APIError, APIStatusError, Kind, StatsClient, endpoint_path
+from exporter.api import MESSAGES, Kind, all_time_window, endpoint_label, endpoint_path, local_day
+from exporter.client import APIError, APIStatusError, StatsClient
 from exporter.config import AppConfig
-from exporter.days import all_time_window, local_day
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 
 log = logging.getLogger(__name__)
 
-ENDPOINT_PREFIX = "/admin/stats/"
 AUTH_WARNING_EVERY_SECONDS = 300.0
-
-
-def endpoint_label(path: str) -> str:
-    """``/admin/stats/messages/sent-total`` -> ``messages/sent-total``."""
-    return path.removeprefix(ENDPOINT_PREFIX)
 
 
 def refusal(error: APIStatusError) -> str:

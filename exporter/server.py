@@ -59,6 +59,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from exporter.config import parse_listen_address
+
 if TYPE_CHECKING:  # imported by the server's thread as it starts: see ``_import_h11``
     import h11
 
@@ -814,19 +816,6 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
-
-
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` for IPv6) into its parts, or raise ValueError."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"port {port} is out of range")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "0.0.0.0", port
 
 
 class RunningServer:

@@ -44,21 +44,18 @@ from urllib.parse import parse_qsl
 from wsgiref.types import StartResponse, WSGIEnvironment
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exporter.server import RunningServer, parse_listen_address
+from exporter.api import API_KEY_HEADER, MESSAGES, PAGE_DAYS, Kind, endpoint_path
+from exporter.config import parse_listen_address
+from exporter.server import RunningServer
 
-Kind: TypeAlias = str | int
-"""``"messages"`` or a dialog type code (1 broadcast, 2 group, 3 private, 4 public, 5 meeting)."""
-
-MESSAGES = "messages"
 ALL_DIALOGS = "dialogs"  # accepted by count()/per_day() only: every dialog type together
 DIALOG_TYPES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
-MESSAGES_TOTAL_PATH = "/admin/stats/messages/sent-total"
-MESSAGES_PER_DAY_PATH = "/admin/stats/messages/sent-per-day"
-DIALOGS_TOTAL_PATH = "/admin/stats/dialogs/created-total"
-DIALOGS_PER_DAY_PATH = "/admin/stats/dialogs/created-per-day"
-API_KEY_HEADER = "CB-Administration-API-Key"
-DEFAULT_LIMIT = 100
+MESSAGES_TOTAL_PATH = endpoint_path(MESSAGES, per_day=False)
+MESSAGES_PER_DAY_PATH = endpoint_path(MESSAGES, per_day=True)
+DIALOGS_TOTAL_PATH = endpoint_path(1, per_day=False)
+DIALOGS_PER_DAY_PATH = endpoint_path(1, per_day=True)
+DEFAULT_LIMIT = PAGE_DAYS
 
 BODY_MODES = frozenset(
     {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
 
-from exporter.client import Kind
+from exporter.api import Kind
 
 
 def frozen_map(items: Mapping | None = None) -> Mapping:

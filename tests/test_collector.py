@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 
-from exporter.client import MESSAGES
+from exporter.api import MESSAGES
 from exporter.collector import APP_FAMILIES, BUILD_INFO, BUILD_INFO_SAMPLE, View, app_samples
 from exporter.exposition import Exposition
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
