@@ -132,7 +132,7 @@ class Poller:
         today = local_day(self._clock(), self._zone)
         yesterday = today - timedelta(days=1)
         # Yesterday with today: its final count costs no extra request. Both windows are
-        # exact whether the API's bounds are inclusive or not (see days.py).
+        # exact whether the API's bounds are inclusive or not (see api.days_window).
         all_time = all_time_window(today, self._zone)
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
