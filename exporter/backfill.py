@@ -45,7 +45,7 @@ from exporter.api import parse_day as parse_api_day
 from exporter.client import APIError, StatsClient, limits_from, open_http
 from exporter.collector import COUNTS
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.exposition import escape_label_value
+from exporter.exposition import header, series
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
 
 COMMAND = f"{PROG} backfill"
@@ -523,27 +523,19 @@ def render(
     needs; every day of every series has a sample, quiet days an explicit 0.
     """
     stamps = [day_bounds(day, zone)[1] - 1 for day in days]
-    extra = "".join(f',{name}="{escape_label_value(value)}"' for name, value in labels)
     lines: list[str] = []
     samples = 0
-    # The daemon's own count families: the same names, help and labels, so that live
-    # and backfilled series join.
+    # The daemon's own count families, written by its own exposition: the same names,
+    # help and labels, so that live and backfilled series join.
     for spec in COUNTS:
         family = spec.family
-        lines.append(f"# HELP {family.name} {family.help}")
-        lines.append(f"# TYPE {family.name} gauge")
+        lines.append(header(family, openmetrics=True).decode().rstrip("\n"))
         for history in histories:
-            app = escape_label_value(history.app.name)
-            kinds: tuple[Kind, ...] = (
-                history.app.dialog_types if "dialog_type" in family.labels else (MESSAGES,)
-            )
-            for kind in kinds:
-                series = f'app="{app}"'
-                if kind != MESSAGES:
-                    series += (
-                        f',dialog_type="{escape_label_value(history.app.type_name(int(kind)))}"'
-                    )
-                prefix = f"{family.name}{{{series}{extra}}} "
+            app = history.app
+            typed = "dialog_type" in family.labels
+            for kind in app.dialog_types if typed else (MESSAGES,):
+                names = (app.name, app.type_name(int(kind))) if typed else (app.name,)
+                prefix = series(family, names, labels) + " "
                 counts = history.counts[kind]
                 for day, stamp in zip(days, stamps, strict=True):
                     if spec.days_ago is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -41,15 +41,20 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
+def series(family: Family, labels: tuple[str, ...], extra: Sequence[tuple[str, str]] = ()) -> str:
+    """A sample's name and labels, ``name{label="value",...}``: the family's labels in
+    order, then ``extra`` (target labels, as backfill adds them)."""
     name = family.name + "_total" if family.type == "counter" else family.name
-    pairs = ",".join(
-        f'{k}="{escape_label_value(v)}"' for k, v in zip(family.labels, labels, strict=True)
-    )
-    return f"{name}{{{pairs}}} {floatToGoString(value)}\n"
+    pairs = (*zip(family.labels, labels, strict=True), *extra)
+    return name + "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
 
 
-def _header(family: Family, openmetrics: bool) -> bytes:
+def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
+    return f"{series(family, labels)} {floatToGoString(value)}\n"
+
+
+def header(family: Family, openmetrics: bool) -> bytes:
+    """The ``# HELP`` and ``# TYPE`` lines of a family."""
     # The classic format names a counter family after its samples (_total); OpenMetrics
     # names it without the suffix.
     name = family.name + "_total" if family.type == "counter" and not openmetrics else family.name
@@ -156,8 +161,8 @@ class Exposition:
         apps = [self._apps[name] for name in snapshot.apps]
         parts: list[bytes] = []
         for index, family in enumerate(APP_FAMILIES):
-            parts.append(_header(family, openmetrics))
+            parts.append(header(family, openmetrics))
             parts.extend(app.lines[index] for app in apps)
-        parts.append(_header(BUILD_INFO, openmetrics))
+        parts.append(header(BUILD_INFO, openmetrics))
         parts.append(_line(BUILD_INFO, *BUILD_INFO_SAMPLE).encode())
         return b"".join(parts)
