@@ -17,7 +17,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -105,8 +107,14 @@ def _check_api_url(value: str) -> str:
     return value.rstrip("/")
 
 
-DialogTypes = Annotated[list[int], NoDecode]
-TypeNames = Annotated[dict[int, str], NoDecode]
+# Each field's parsing and checks, written once for the settings and the config file.
+DialogTypes = Annotated[
+    list[int], NoDecode, BeforeValidator(_split_dialog_types), AfterValidator(_check_dialog_types)
+]
+TypeNames = Annotated[
+    dict[int, str], NoDecode, BeforeValidator(_split_type_names), AfterValidator(_check_type_names)
+]
+ApiUrl = Annotated[str, AfterValidator(_check_api_url)]
 
 
 class Settings(BaseSettings):
@@ -123,7 +131,7 @@ class Settings(BaseSettings):
     api_key_file: Path | None = Field(
         None, description="file holding the API key (Docker or Kubernetes secret)"
     )
-    api_url: str = Field(DEFAULT_API_URL, description="base URL of the ConnectyCube API")
+    api_url: ApiUrl = Field(DEFAULT_API_URL, description="base URL of the ConnectyCube API")
     app_name: str = Field("default", min_length=1, description="value of the app label")
     dialog_types: DialogTypes = Field(
         [1, 2, 3, 4], description="dialog type codes to break down, comma separated"
@@ -213,12 +221,6 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", description="text or json")
 
-    _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
-    _dialog_types = field_validator("dialog_types")(_check_dialog_types)
-    _split_names = field_validator("dialog_type_names", mode="before")(_split_type_names)
-    _type_names = field_validator("dialog_type_names")(_check_type_names)
-    _api_url = field_validator("api_url")(_check_api_url)
-
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _case_insensitive(cls, value: Any, info: Any) -> Any:
@@ -281,27 +283,9 @@ class _FileApp(BaseModel):
     name: str = Field(min_length=1)
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    api_url: str | None = None
-    dialog_types: list[int] | None = None
-    dialog_type_names: dict[int, str] | None = None
-
-    _split = field_validator("dialog_types", mode="before")(_split_dialog_types)
-    _split_names = field_validator("dialog_type_names", mode="before")(_split_type_names)
-
-    @field_validator("dialog_type_names")
-    @classmethod
-    def _type_names(cls, value: dict[int, str] | None) -> dict[int, str] | None:
-        return None if value is None else _check_type_names(value)
-
-    @field_validator("dialog_types")
-    @classmethod
-    def _dialog_types(cls, value: list[int] | None) -> list[int] | None:
-        return None if value is None else _check_dialog_types(value)
-
-    @field_validator("api_url")
-    @classmethod
-    def _api_url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_api_url(value)
+    api_url: ApiUrl | None = None
+    dialog_types: DialogTypes | None = None
+    dialog_type_names: TypeNames | None = None
 
 
 class _ConfigFile(BaseModel):
