@@ -263,10 +263,6 @@ class _BasicAuth:
                 return True
         return False
 
-    def cache_size(self) -> int:
-        with self._lock:
-            return len(self._cache)
-
 
 BCRYPT_MAX_PASSWORD_BYTES = 72
 

@@ -333,7 +333,8 @@ def test_cache_is_bounded(
     monkeypatch.setattr(webconfig, "_CACHE_SIZE", 2)
     for user, password in [("alice", PASSWORD), ("bob", "other"), ("émile", PASSWORD)]:
         assert users_config.authorized(_basic(user, password))
-    assert users_config._auth.cache_size() == 2
+    assert users_config.authorized(_basic("émile", PASSWORD))  # the newest, still cached
+    assert len(checkpw_calls) == 3
     assert users_config.authorized(_basic("alice", PASSWORD))  # the oldest, evicted
     assert len(checkpw_calls) == 4
 
