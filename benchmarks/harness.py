@@ -236,7 +236,7 @@ def reap_all() -> None:
 
 
 class Simulator:
-    """``python -m exporter.simulator`` from the current tree: the measuring instrument.
+    """``python -m tests.simulator`` from the current tree: the measuring instrument.
 
     With ``keepalive``, the same simulator behind an HTTP/1.1 keep-alive server
     (``benchmarks.keepalive``) instead of ``wsgiref``'s one answer per connection.
@@ -248,7 +248,7 @@ class Simulator:
             sys.executable,
             "-P",
             "-m",
-            "benchmarks.keepalive" if keepalive else "exporter.simulator",
+            "benchmarks.keepalive" if keepalive else "tests.simulator",
             "--listen",
             "127.0.0.1:0",
             "--key-prefix",

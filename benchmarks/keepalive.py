@@ -1,6 +1,6 @@
 """The same simulator of the API, served over HTTP/1.1 with keep-alive.
 
-``exporter.simulator`` is served by ``wsgiref``, which speaks HTTP/1.0 and closes the
+``tests.simulator`` is served by ``wsgiref``, which speaks HTTP/1.0 and closes the
 connection after every answer, so a client never reuses a connection. The real API (like
 any HTTPS API behind a load balancer) keeps connections open, and a client's connection
 pool then behaves differently. This serves the unchanged ``Simulator`` WSGI app through
@@ -8,7 +8,7 @@ pool then behaves differently. This serves the unchanged ``Simulator`` WSGI app 
 
     python -m benchmarks.keepalive --listen 127.0.0.1:0 --key-prefix bench- --latency 0.2
 
-It prints ``simulator listening on URL`` on stderr, like ``python -m exporter.simulator``,
+It prints ``simulator listening on URL`` on stderr, like ``python -m tests.simulator``,
 and answers the same ``/_sim/...`` control endpoints. Stop it with SIGTERM.
 """
 
@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from exporter.config import parse_listen_address
-from exporter.simulator import Simulator
+from tests.simulator import Simulator
 
 
 class _KeepAliveHandler(BaseHTTPRequestHandler):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import Simulator, start_simulator
 from tests.pki import PKI, make_pki
+from tests.simulator import Simulator, start_simulator
 
 # A key that looks like nothing else in the output, so that finding it means a leak.
 SECRET_KEY = "sk-Zq7TgJ4wLp9XvN2sB6hR"

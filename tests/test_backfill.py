@@ -45,10 +45,10 @@ from exporter.backfill import (
 )
 from exporter.client import ClientLimits, StatsClient
 from exporter.config import AppConfig
-from exporter.simulator import MESSAGES_PER_DAY_PATH, Simulator, start_simulator
 from tests.conftest import require_tool
 from tests.processes import parse_metrics, run_exporter_once, start_exporter, wait_until
 from tests.prometheus_server import PrometheusServer
+from tests.simulator import MESSAGES_PER_DAY_PATH, Simulator, start_simulator
 
 KEY = "backfill-key-0001"
 DIALOG_TYPES = {1: "broadcast", 2: "group", 3: "private", 4: "public"}

@@ -25,14 +25,14 @@ import pytest
 
 from exporter.check import Flip, Report, Window, best_flip, summary, zone_finding
 from exporter.config import AppConfig
-from exporter.simulator import (
+from tests.processes import run_exporter_once, wait_until
+from tests.simulator import (
     DIALOGS_TOTAL_PATH,
     PLAN_FORBIDDEN_MESSAGE,
     Simulator,
     Variant,
     start_simulator,
 )
-from tests.processes import run_exporter_once, wait_until
 
 KEY = "sk-check-Hq8Vn3Zr5Tw1"
 OTHER_KEY = "sk-check-other-Lm4Ks9"

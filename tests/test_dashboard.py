@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from exporter.simulator import Simulator, start_simulator
 from tests.conftest import SECRET_KEY, require_tool
 from tests.processes import Exporter
 from tests.prometheus_server import PrometheusServer, scrape_config_for
+from tests.simulator import Simulator, start_simulator
 
 GRAFANA = Path(__file__).resolve().parent.parent / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "connectycube.json"

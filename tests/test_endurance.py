@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.simulator import Simulator, start_simulator
 from tests.conftest import SECRET_KEY
 from tests.processes import Exporter, parse_metrics, start_exporter
+from tests.simulator import Simulator, start_simulator
 
 pytestmark = pytest.mark.slow
 

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import (
+from tests.conftest import OTHER_KEY, SECRET_KEY, require_tool
+from tests.processes import Exporter, run_exporter_once, start_exporter
+from tests.simulator import (
     MESSAGES_TOTAL_PATH,
     PLAN_FORBIDDEN_MESSAGE,
     Simulator,
     Variant,
     start_simulator,
 )
-from tests.conftest import OTHER_KEY, SECRET_KEY, require_tool
-from tests.processes import Exporter, run_exporter_once, start_exporter
 
 pytestmark = pytest.mark.slow
 

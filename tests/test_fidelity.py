@@ -26,8 +26,8 @@ import pytest
 import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from exporter.simulator import Simulator, Variant, start_simulator
 from tests.processes import Exporter, parse_metrics, wait_until
+from tests.simulator import Simulator, Variant, start_simulator
 
 ZONE = "Asia/Kathmandu"  # UTC+05:45: a midnight that a UTC reading would cut wrongly
 TYPES = {2: "group", 5: "meeting"}  # a busy and a rare dialog type

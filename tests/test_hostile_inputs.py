@@ -29,10 +29,10 @@ import pytest
 
 from exporter.client import APIError, StatsClient
 from exporter.config import load_apps, load_settings
-from exporter.simulator import API_KEY_HEADER, Simulator, start_simulator
 from tests.conftest import SECRET_KEY
 from tests.pki import PKI
 from tests.processes import Exporter, run_exporter_once
+from tests.simulator import API_KEY_HEADER, Simulator, start_simulator
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import Simulator, start_simulator
 from tests.conftest import OTHER_KEY, SECRET_KEY
 from tests.processes import Exporter, start_exporter
+from tests.simulator import Simulator, start_simulator
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from exporter.client import APIError, StatsClient
 from exporter.config import ConfigError, load_apps, load_settings
-from exporter.simulator import Simulator
 from tests.conftest import SECRET_KEY
 from tests.pki import PKI
 from tests.processes import Exporter, run_exporter_once, start_exporter
+from tests.simulator import Simulator
 
 PASSWORD = "scrape-me-please"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()

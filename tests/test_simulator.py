@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from exporter.server import RunningServer
-from exporter.simulator import (
+from tests.simulator import (
     API_KEY_HEADER,
     DIALOGS_PER_DAY_PATH,
     DIALOGS_TOTAL_PATH,
@@ -645,7 +645,7 @@ def test_ground_truth_refuses_unknown_keys_and_kinds() -> None:
 def test_cli_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0", "--seed", "5"],
+        [sys.executable, "-m", "tests.simulator", "--listen", "127.0.0.1:0", "--seed", "5"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from exporter.server import RunningServer
-from exporter.simulator import (
+from tests.simulator import (
     API_KEY_HEADER,
     BODY_MODES,
     DIALOGS_PER_DAY_PATH,
@@ -600,7 +600,7 @@ def test_variant_helpers_and_lookup() -> None:
 def run_cli(*flags: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *sys.path])}
     return subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0", *flags],
+        [sys.executable, "-m", "tests.simulator", "--listen", "127.0.0.1:0", *flags],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
