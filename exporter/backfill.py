@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import stat
 import sys
 import time
@@ -27,7 +26,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
-from types import FrameType
 from typing import IO
 from zoneinfo import ZoneInfo
 
@@ -46,7 +44,15 @@ from exporter.client import APIError, StatsClient, limits_from, open_http
 from exporter.collector import COUNTS
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
 from exporter.exposition import header, series
-from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
+from exporter.options import (
+    PROG,
+    ArgumentParser,
+    Interrupted,
+    add_settings_arguments,
+    cancelled_by_stop_signals,
+    settings_from,
+    stop_signals_interrupt,
+)
 
 COMMAND = f"{PROG} backfill"
 WINDOW_DAYS = PAGE_DAYS - 2
@@ -63,14 +69,6 @@ STDOUT = "-"
 
 class BackfillError(Exception):
     """The API failed or contradicted itself; the message is one line for the user."""
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived: stop, leave no output, exit 128 + the signal number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 # --------------------------------------------------------------------------- input
@@ -551,49 +549,19 @@ def render(
 # --------------------------------------------------------------------------- command
 
 
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
-def _handle_stop_signals() -> None:
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _raise_interrupted)
-
-
 async def _fetch(
     settings: Settings, apps: tuple[AppConfig, ...], plan: Plan, progress: Progress
 ) -> tuple[int, Fetcher]:
-    # In the event loop a signal cancels the work, so that every request is closed.
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
-
-    def stop(signum: int) -> None:
-        received.append(signum)
-        task.cancel()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop, signum)
     limits = limits_from(settings)
     limits = replace(
         limits, max_concurrent_requests=min(plan.concurrency, limits.max_concurrent_requests)
     )
-    try:
-        async with open_http(limits) as http:
-            client = StatsClient(http, limits)
-            fetcher = Fetcher(client, settings.zone, plan, progress)
-            # No deadline: a backfill may wait out a Retry-After the daemon would skip.
-            await fetcher.fetch_all(apps)
-            return client.requests, fetcher
-    except asyncio.CancelledError:
-        if received:
-            raise Interrupted(received[0]) from None
-        raise
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-        _handle_stop_signals()
+    async with open_http(limits) as http:
+        client = StatsClient(http, limits)
+        fetcher = Fetcher(client, settings.zone, plan, progress)
+        # No deadline: a backfill may wait out a Retry-After the daemon would skip.
+        await fetcher.fetch_all(apps)
+        return client.requests, fetcher
 
 
 def _fail(code: int, message: str) -> int:
@@ -603,13 +571,8 @@ def _fail(code: int, message: str) -> int:
 
 def main(argv: list[str]) -> int:
     """Run ``backfill`` with ``argv`` (the arguments after the word ``backfill``)."""
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
-    _handle_stop_signals()
-    try:
+    with stop_signals_interrupt():
         return _main(argv)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _main(argv: list[str]) -> int:
@@ -633,7 +596,9 @@ def _main(argv: list[str]) -> int:
         progress = Progress(kinds, len(plan.days))
         try:
             progress.draw()
-            requests, fetcher = asyncio.run(_fetch(settings, apps, plan, progress))
+            requests, fetcher = asyncio.run(
+                cancelled_by_stop_signals(_fetch(settings, apps, plan, progress))
+            )
             progress.draw()
         finally:
             progress.clear()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 import time
 from collections import Counter
@@ -28,7 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from types import FrameType
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -43,7 +41,6 @@ from exporter.api import (
     endpoint_path,
     local_day,
 )
-from exporter.backfill import Interrupted
 from exporter.client import (
     APIConnectionError,
     APIError,
@@ -55,7 +52,15 @@ from exporter.client import (
     open_http,
 )
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
+from exporter.options import (
+    PROG,
+    ArgumentParser,
+    Interrupted,
+    add_settings_arguments,
+    cancelled_by_stop_signals,
+    settings_from,
+    stop_signals_interrupt,
+)
 from exporter.poller import refusal
 
 T = TypeVar("T")
@@ -76,7 +81,6 @@ MIN_OFFSET, MAX_OFFSET = -12 * HOUR, 14 * HOUR
 """The offsets zones have (Etc/GMT+12 to Pacific/Kiritimati)."""
 FRACTIONAL_ZONES = ("Asia/Tehran", "Asia/Kabul", "Asia/Kolkata", "Asia/Kathmandu")
 """Zones to suggest for the commonest offsets of a fraction of an hour."""
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 Level = Literal["ok", "FAIL", "note"]
 _CONTROL = dict.fromkeys((*range(32), 127), " ")
@@ -599,19 +603,8 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
     """Check the apps side by side; print each app's lines together, in config order.
 
     As many apps at once as fill the requests in flight: each app's time starts when its
-    check does, so that a long list of apps does not spend the time of the last ones. A
-    signal cancels the work in the event loop, so that every request is closed.
+    check does, so that a long list of apps does not spend the time of the last ones.
     """
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
-
-    def stop(signum: int) -> None:
-        received.append(signum)
-        task.cancel()
-
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop, signum)
     limits = limits_from(settings)
     apps_at_once = asyncio.Semaphore(max(1, limits.max_concurrent_requests // APP_CONCURRENCY))
     reports: list[Report] = []
@@ -620,34 +613,15 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
         async with apps_at_once:
             return await AppCheck(client, settings, app).run()
 
-    try:
-        async with open_http(limits) as http, asyncio.TaskGroup() as group:
-            client = CheckClient(http, limits)
-            checks = [group.create_task(check(client, app)) for app in apps]
-            for check in checks:
-                report = await check
-                for line in report.lines():
-                    print(line, flush=True)
-                reports.append(report)
-    except asyncio.CancelledError:
-        if received:
-            raise Interrupted(received[0]) from None
-        raise
-    finally:
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-        _raise_on_stop_signals()
+    async with open_http(limits) as http, asyncio.TaskGroup() as group:
+        client = CheckClient(http, limits)
+        checks = [group.create_task(check(client, app)) for app in apps]
+        for check in checks:
+            report = await check
+            for line in report.lines():
+                print(line, flush=True)
+            reports.append(report)
     return reports
-
-
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
-def _raise_on_stop_signals() -> None:
-    """Outside the event loop, SIGTERM and SIGINT stop the command with ``Interrupted``."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
 
 
 def _fail(code: int, message: str) -> int:
@@ -657,8 +631,11 @@ def _fail(code: int, message: str) -> int:
 
 def main(argv: list[str]) -> int:
     """Run ``check`` with ``argv`` (the arguments after the word ``check``)."""
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    _raise_on_stop_signals()
+    with stop_signals_interrupt():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
         try:
@@ -666,11 +643,8 @@ def main(argv: list[str]) -> int:
             apps = load_apps(settings)
         except ConfigError as exc:
             return _fail(2, f"configuration error: {exc}")
-        reports = asyncio.run(check_all(settings, apps))
+        reports = asyncio.run(cancelled_by_stop_signals(check_all(settings, apps)))
         print(summary(reports), flush=True)
         return 1 if any(report.problems for report in reports) else 0
     except Interrupted as stop:
         return _fail(128 + stop.signum, f"stopped by {stop}")
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

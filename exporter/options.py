@@ -5,12 +5,19 @@ value. The daemon, ``backfill`` and ``check`` all build their parsers from it.
 from __future__ import annotations
 
 import argparse
-from typing import Any, NoReturn
+import asyncio
+import signal
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 from exporter.config import Settings, env_name, load_settings
 from exporter.logs import setup_logging
 
 PROG = "connectycube-exporter"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+T = TypeVar("T")
 
 
 def _shown(default: Any) -> str:
@@ -48,3 +55,63 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings = load_settings(flags)
     setup_logging(settings.log_level, settings.log_format)
     return settings
+
+
+# --------------------------------------------------------------------------- stopping
+# The daemon stops on a signal through its event loop; the one-shot commands (backfill,
+# check) stop where they are, leave nothing half done, and exit 128 + the signal number.
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a one-shot command."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _interrupt_on_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """Inside, SIGTERM and SIGINT raise ``Interrupted``; the handlers before come back after."""
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    _interrupt_on_stop_signals()
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+async def cancelled_by_stop_signals(work: Awaitable[T]) -> T:
+    """``work``, cancelled by SIGTERM or SIGINT (so that every request is closed), which
+    then raises ``Interrupted``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)  # which leaves the default handler
+        _interrupt_on_stop_signals()
