@@ -50,6 +50,7 @@ from exporter.options import (
     Interrupted,
     add_settings_arguments,
     cancelled_by_stop_signals,
+    fail,
     settings_from,
     stop_signals_interrupt,
 )
@@ -565,8 +566,7 @@ async def _fetch(
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"{COMMAND}: {message}", file=sys.stderr)
-    return code
+    return fail(COMMAND, code, message)
 
 
 def main(argv: list[str]) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
@@ -58,6 +57,7 @@ from exporter.options import (
     Interrupted,
     add_settings_arguments,
     cancelled_by_stop_signals,
+    fail,
     settings_from,
     stop_signals_interrupt,
 )
@@ -625,8 +625,7 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
 
 def _fail(code: int, message: str) -> int:
-    print(f"{COMMAND}: {message}", file=sys.stderr)
-    return code
+    return fail(COMMAND, code, message)
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -55,6 +56,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     settings = load_settings(flags)
     setup_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def fail(command: str, code: int, message: str) -> int:
+    """Say why a one-shot command ends, in one line on stderr, and give its exit code."""
+    print(f"{command}: {message}", file=sys.stderr)
+    return code
 
 
 # --------------------------------------------------------------------------- stopping

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,22 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is not installed: .ci/run must install it")
         pytest.skip(f"{name} is not installed (apt-get install prometheus)")
     return path
+
+
+@pytest.fixture
+def served() -> Iterator[Callable[[Simulator], str]]:
+    """Serve simulators over loopback HTTP; all stopped at the end of the test."""
+    running: list[tuple[Simulator, Any]] = []
+
+    def serve(sim: Simulator) -> str:
+        server = start_simulator(sim)
+        running.append((sim, server))
+        return str(server.url)
+
+    yield serve
+    for sim, server in running:
+        sim.set_faults()
+        server.stop()
 
 
 @pytest.fixture(scope="session")

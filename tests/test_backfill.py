@@ -124,22 +124,6 @@ def run_backfill(
     return run_exporter_once(["backfill", *args], env=command_env(url, key, **settings))
 
 
-@pytest.fixture
-def served() -> Iterator[Callable[[Simulator], str]]:
-    """Serve simulators over loopback HTTP; all stopped at the end of the test."""
-    running: list[tuple[Simulator, Any]] = []
-
-    def serve(sim: Simulator) -> str:
-        server = start_simulator(sim)
-        running.append((sim, server))
-        return str(server.url)
-
-    yield serve
-    for sim, server in running:
-        sim.set_faults()
-        server.stop()
-
-
 # --------------------------------------------------------------------------- input
 
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
@@ -31,7 +31,6 @@ from tests.simulator import (
     PLAN_FORBIDDEN_MESSAGE,
     Simulator,
     Variant,
-    start_simulator,
 )
 
 KEY = "sk-check-Hq8Vn3Zr5Tw1"
@@ -56,22 +55,6 @@ def offset_text(zone: str, moment: float) -> str:
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-@pytest.fixture
-def served() -> Iterator[Callable[[Simulator], str]]:
-    """Serve simulators over loopback HTTP; all stopped at the end of the test."""
-    running: list[tuple[Simulator, Any]] = []
-
-    def serve(sim: Simulator) -> str:
-        server = start_simulator(sim)
-        running.append((sim, server))
-        return str(server.url)
-
-    yield serve
-    for sim, server in running:
-        sim.set_faults()
-        server.stop()
 
 
 def busy_simulator(now: float, keys: list[str], **options: Any) -> Simulator:
