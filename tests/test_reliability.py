@@ -21,12 +21,14 @@ from tests.simulator import Simulator, start_simulator
 pytestmark = pytest.mark.slow
 
 APP = {"app": "default"}
-# One poll a second, a 0.9 s deadline and 0.4 s per attempt: room for a retry or two.
+# A poll every 2 s, a 1.8 s deadline and 0.4 s per attempt: the first retry always fits
+# (0.4 s attempt + at most 0.5 s backoff + 0.4 s retry), whatever the jitter draws.
+DEADLINE_SECONDS = 1.8
 TIMING = (
     "--poll-interval-seconds",
-    "1",
+    "2",
     "--poll-timeout-seconds",
-    "0.9",
+    str(DEADLINE_SECONDS),
     "--request-timeout-seconds",
     "0.4",
 )
@@ -136,7 +138,7 @@ def test_fault(
 
     # The first failing poll: transient failures are retried, at most twice; others never.
     start = first_request_time(sim)
-    asked = requests_per_call(sim, start, start + 0.9)
+    asked = requests_per_call(sim, start, start + DEADLINE_SECONDS)
     assert len(asked) == 10
     if retried:
         assert max(asked.values()) >= 2
@@ -185,8 +187,10 @@ def test_retry_after_holds_every_request_to_the_app(
     exporter: Exporter, simulator: tuple[Simulator, str], form: str
 ) -> None:
     sim, _ = simulator
-    pause = 3.0
-    value = "3" if form == "seconds" else formatdate(time.time() + pause + 1, usegmt=True)
+    # The date is set now, up to a poll interval before the 429 is answered: the pause
+    # must still outlast the next poll's deadline (2 s + 1.8 s) whichever form it takes.
+    pause = 7.0
+    value = "7" if form == "seconds" else formatdate(time.time() + pause + 1, usegmt=True)
     sim.reset_stats()
     sim.set_faults(status=429, retry_after=value, count=1)
     exporter.wait_for_value("connectycube_up", 0, **APP)
