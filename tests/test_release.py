@@ -73,7 +73,8 @@ def test_a_tag_publishes_a_multi_arch_image_and_the_wheel_and_sdist() -> None:
 
     dist = "\n".join(step.get("run", "") for step in jobs["dist"]["steps"])
     assert "python -m build" in dist  # both the wheel and the sdist
-    assert "gh release create" in dist and "dist/*" in dist
+    assert "gh release create" in dist
+    assert "dist/*" in dist
     assert "exporter.__version__" in dist  # the tag must name the package's version
 
 
@@ -87,7 +88,8 @@ def test_one_version_source() -> None:
 
 def test_licence_changelog_and_project_urls() -> None:
     licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
-    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert "Apache License" in licence
+    assert "Version 2.0, January 2004" in licence
     assert "END OF TERMS AND CONDITIONS" in licence
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["license"] == "Apache-2.0"
