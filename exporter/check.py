@@ -1,10 +1,7 @@
-"""``connectycube-exporter check``: is the key right, and do the settings match the API?
-
-With the daemon's settings, it asks each app's API at most ``MAX_REQUESTS`` questions and
-prints a line per finding: access (key and plan), what each endpoint answers, each total
-against its per-day sums over the last week, and the zone in which the API cuts its days
-(where its date flips among the messages of the last 25 hours). Counts come from the
-client's exact questions, so neither the API's bounds nor a page cap raises a false alarm.
+"""``connectycube-exporter check``: proof, on a user's own account, that the settings match
+the API: the key and plan, every endpoint, totals against per-day sums, and the zone in which
+the API cuts its days, asked with the client's exact questions so that neither the API's
+bounds nor a cap on its pages can raise a false alarm.
 """
 
 from __future__ import annotations
@@ -20,36 +17,24 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from exporter import api
+from exporter import api, options
 from exporter.api import MESSAGES, ONE_DAY, Kind, all_time_window, local_day
 from exporter.client import (
-    APIConnectionError,
     APIError,
-    APIInvalidResponse,
     APIStatusError,
     APITimeout,
-    ClientLimits,
     StatsClient,
     limits_from,
     open_http,
 )
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
-from exporter.options import (
-    PROG,
-    ArgumentParser,
-    Interrupted,
-    add_settings_arguments,
-    cancelled_by_stop_signals,
-    fail,
-    settings_from,
-    stop_signals_interrupt,
-)
 from exporter.poller import refusal
 
 T = TypeVar("T")
 Level = Literal["ok", "FAIL", "note"]
+Finding = tuple[Level, str]
 
-COMMAND = f"{PROG} check"
+COMMAND = f"{options.PROG} check"
 MAX_REQUESTS = 60  # per app, retries aside: four dialog types take 57 if pages are not capped
 MAX_SECONDS = 60.0  # per app, retries included
 APP_CONCURRENCY = 4  # requests at once per app: quick, and gentle on the API's rate limit
@@ -66,7 +51,7 @@ class Report:
     """One app's findings, a line each; a note is inconclusive and never fails the run."""
 
     app: AppConfig
-    findings: list[tuple[Level, str]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
     def add(self, level: Level, text: str) -> None:
         self.findings.append((level, text))
@@ -90,26 +75,37 @@ def summary(reports: Sequence[Report]) -> str:
 
 
 class OutOfBudget(Exception):
-    """The app's requests or time are spent; the message says which."""
-
-    def __init__(self, message: str, level: Level) -> None:
-        super().__init__(message)
-        self.level = level
+    """The app's ``MAX_REQUESTS`` are spent: what is left unasked is inconclusive."""
 
 
-def failure(exc: BaseException, question: str | None = None) -> tuple[Level, str]:
-    """The finding for a question left unanswered; anything unforeseen is raised again."""
-    if isinstance(exc, APIError) and question is None:
-        return "FAIL", f"{api.endpoint_label(exc.endpoint)} failed: {exc.reason}"
-    if isinstance(exc, APIError):
-        return "FAIL", f"{question}: {api.endpoint_label(exc.endpoint)}: {exc.reason}"
-    if isinstance(exc, OutOfBudget):
-        return exc.level, f"{question or 'a request'}: {exc}"
-    raise exc
+class AppClient(StatsClient):
+    """One app's client: ``APP_CONCURRENCY`` requests at once, and ``MAX_REQUESTS`` (retries
+    aside; ``days`` and ``total_at_end_of`` ask through ``total`` and ``per_day``) within
+    ``MAX_SECONDS`` of its creation."""
 
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        limits = limits_from(settings)
+        cap = min(APP_CONCURRENCY, limits.max_concurrent_requests)
+        super().__init__(http, replace(limits, max_concurrent_requests=cap))
+        self.deadline = time.monotonic() + MAX_SECONDS
+        self.sent = 0
 
-def _label(kind: Kind, per_day: bool) -> str:
-    return api.endpoint_label(api.endpoint_path(kind, per_day))
+    async def total(self, app: AppConfig, *args: Any, **kwargs: Any) -> int:
+        return await self._spend(super().total, app, *args, **kwargs)
+
+    async def per_day(self, app: AppConfig, *args: Any, **kwargs: Any) -> dict[date, int]:
+        return await self._spend(super().per_day, app, *args, **kwargs)
+
+    async def _spend(self, ask: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self.sent >= MAX_REQUESTS:
+            raise OutOfBudget(f"the budget of {MAX_REQUESTS} requests is spent")
+        self.sent += 1
+        try:
+            return await ask(*args, **{**kwargs, "deadline": self.deadline})
+        except APITimeout as exc:  # waiting for a slot or an answer when time ran out
+            if time.monotonic() < self.deadline - 0.01:
+                raise
+            raise APITimeout(exc.endpoint, f"not finished within {MAX_SECONDS:.0f} s") from None
 
 
 async def gather_all(requests: Iterable[Awaitable[T]]) -> list[T]:
@@ -121,36 +117,22 @@ async def gather_all(requests: Iterable[Awaitable[T]]) -> list[T]:
     return results  # type: ignore[return-value]  # no exception left among them
 
 
-class AppClient(StatsClient):
-    """One app's client: its own cap on requests at once, and at most ``MAX_REQUESTS``
-    (retries aside, counted in ``total`` and ``per_day``, which ``days`` and
-    ``total_at_end_of`` ask through) within ``MAX_SECONDS`` of its creation."""
+async def answer(question: str | None, work: Awaitable[list[Finding]]) -> list[Finding]:
+    """The findings of ``work``, or the one for a question it left unanswered, named by
+    ``question`` or else by the endpoint that failed; anything unforeseen is raised again."""
+    try:
+        return await work
+    except OutOfBudget as exc:
+        return [("note", f"{question or 'a request'}: {exc}")]
+    except APIError as exc:
+        where = api.endpoint_label(exc.endpoint)
+        if question is None:
+            return [("FAIL", f"{where} failed: {exc.reason}")]
+        return [("FAIL", f"{question}: {where}: {exc.reason}")]
 
-    def __init__(self, http: httpx.AsyncClient, limits: ClientLimits) -> None:
-        cap = min(APP_CONCURRENCY, limits.max_concurrent_requests)
-        super().__init__(http, replace(limits, max_concurrent_requests=cap))
-        self.deadline = time.monotonic() + MAX_SECONDS
-        self.sent = 0
 
-    async def total(self, app: AppConfig, *args: Any, **kwargs: Any) -> int:
-        return await self._spend(super().total(app, *args, **self._within(kwargs)))
-
-    async def per_day(self, app: AppConfig, *args: Any, **kwargs: Any) -> dict[date, int]:
-        return await self._spend(super().per_day(app, *args, **self._within(kwargs)))
-
-    def _within(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.sent >= MAX_REQUESTS:
-            raise OutOfBudget(f"the budget of {MAX_REQUESTS} requests is spent", "note")
-        self.sent += 1
-        return {**kwargs, "deadline": self.deadline}
-
-    async def _spend(self, request: Awaitable[T]) -> T:
-        try:
-            return await request
-        except APITimeout:  # waiting for a slot or an answer when the app's time ran out
-            if time.monotonic() < self.deadline - 0.01:
-                raise
-            raise OutOfBudget(f"not finished within {MAX_SECONDS:.0f} s", "FAIL") from None
+def _label(kind: Kind, per_day: bool) -> str:
+    return api.endpoint_label(api.endpoint_path(kind, per_day))
 
 
 def _unanswered(exc: APIError, settings: Settings, app: AppConfig) -> str:
@@ -160,7 +142,7 @@ def _unanswered(exc: APIError, settings: Settings, app: AppConfig) -> str:
     if settings.config_file is not None:
         check_url += f" or the api_url of app {app.name!r}"
     if not isinstance(exc, APIStatusError):
-        hint = check_url if isinstance(exc, APIConnectionError | APIInvalidResponse) else ""
+        hint = "" if isinstance(exc, APITimeout) else check_url  # refused, or not the API
         return f"the API did not answer the first request: {where}{hint}"
     if exc.status == 403:
         return refusal(exc)
@@ -177,55 +159,44 @@ def _unanswered(exc: APIError, settings: Settings, app: AppConfig) -> str:
 
 
 class AppCheck:
-    """The questions to one app, answered by the findings in its report."""
+    """The questions to one app, answered by the findings in its report.
+
+    The zone is asked right after access, though printed last: users get it wrong, so it
+    has the budget should that run short; and days cut in another zone than the API's
+    cannot add up to the totals, which are then not compared.
+    """
 
     def __init__(self, client: AppClient, settings: Settings, app: AppConfig) -> None:
         self.client, self.settings, self.app = client, settings, app
         self.zone, self.now = settings.zone, time.time()
         self.today = local_day(self.now, self.zone)
+        self.first = self.today - timedelta(days=RECENT_DAYS)  # of the week compared
+        self.reads: dict[Kind, asyncio.Task[dict[date, int]]] = {}  # its days, and today
         self.report = Report(app)
 
-    async def run(self) -> Report:
-        """Every question; never raises but for cancellation.
-
-        The zone is asked right after access, though printed last: it is the question users
-        get wrong, so it has the budget should it run short (a server paging a few days at a
-        time). Days cut in another zone than the API's cannot add up to the totals: they are
-        then not compared.
-        """
+    async def run(self) -> None:
         try:
-            try:
-                window = all_time_window(self.today, self.zone)
-                messages_total = await self.client.total(self.app, MESSAGES, *window)
-            except APIError as exc:  # nothing else can be asked then
-                self.report.add("FAIL", _unanswered(exc, self.settings, self.app))
-                return self.report
-            except OutOfBudget as exc:
-                self.report.add(*failure(exc, "the API did not answer the first request"))
-                return self.report
-            self.report.add("ok", "key accepted")
-            self.report.add("ok", "Admin API allowed for the plan")
-            try:
-                zone = zone_finding(await self.hours(), self.zone, self.now)
-            except Exception as exc:
-                zone = failure(exc, "could not find the API's time zone")
-            self.report.add("ok", f"{_label(MESSAGES, False)} answered: {messages_total} all time")
-            reads = await self.endpoints()
-            if zone[0] != "FAIL":
-                await self.consistency(reads)
-            else:
-                self.report.add("note", "totals not compared with per-day sums: wrong zone")
-            self.report.add(*zone)
-        except Exception as exc:  # a bug or an answer nobody foresaw: one line, not a traceback
-            self.report.add("FAIL", f"check stopped: unexpected {type(exc).__name__}")
-        return self.report
+            window = all_time_window(self.today, self.zone)
+            messages_total = await self.client.total(self.app, MESSAGES, *window)
+        except APIError as exc:  # nothing else can be asked then
+            self.report.add("FAIL", _unanswered(exc, self.settings, self.app))
+            return
+        self.report.add("ok", "key accepted")
+        self.report.add("ok", "Admin API allowed for the plan")
+        zone = await answer("could not find the API's time zone", self.read_zone())
+        self.report.add("ok", f"{_label(MESSAGES, False)} answered: {messages_total} all time")
+        self.report.findings += await self.endpoints()
+        if zone[0][0] == "FAIL":
+            self.report.add("note", "totals not compared with per-day sums: wrong zone")
+        else:
+            question = "could not compare totals with per-day sums"
+            self.report.findings += await answer(question, self.compare())
+        self.report.findings += zone
 
-    async def hours(self) -> list[Window]:
-        """The last 25 whole hours, then a quarter hour either side of where the date flips.
-
-        If the hours are busy that pins the flip: inside an hour that holds two dates, or at
-        the whole hour between one that holds the earlier and one that holds the later.
-        """
+    async def read_zone(self) -> list[Finding]:
+        """Messages dated over the last 25 whole hours, then a quarter hour either side of
+        where the date flips: if the hours are busy that pins the flip (inside an hour that
+        holds two dates, or at the whole hour between one and the other)."""
 
         async def ask(start: int, end: int) -> Window:
             days = await self.client.per_day(self.app, MESSAGES, start, end)
@@ -235,100 +206,89 @@ class AppCheck:
         starts = range(hour - SCAN_HOURS * HOUR, hour, HOUR)
         windows = await gather_all(ask(start, start + HOUR - 1) for start in starts)
         found = best_flip(windows)
-        if found is None or len(found.candidates) == 1:
-            return windows
-        # The middle candidate, a whole hour if there is one: most zones' midnights are.
-        pool = [m for m in found.candidates if m % HOUR == 0] or found.candidates
-        middle = pool[len(pool) // 2]
-        quarters = [ask(middle - QUARTER, middle - 1), ask(middle, middle + QUARTER - 1)]
-        return windows + await gather_all(quarters)
+        if found is not None and len(found.candidates) > 1:
+            # The middle candidate, a whole hour if there is one: most zones' midnights are.
+            pool = [m for m in found.candidates if m % HOUR == 0] or found.candidates
+            middle = pool[len(pool) // 2]
+            quarters = [ask(middle - QUARTER, middle - 1), ask(middle, middle + QUARTER - 1)]
+            windows += await gather_all(quarters)
+        return [zone_finding(windows, self.zone, self.now)]
 
-    async def endpoints(self) -> dict[Kind, asyncio.Task[dict[date, int]]]:
-        """A line per endpoint but the messages' total, which ``run`` has: the dialogs' totals,
-        yesterday's and today's counts. Returns each kind's read of the week before today
-        to today, so that the comparison of the totals sums the same answers."""
+    async def endpoints(self) -> list[Finding]:
+        """A line per endpoint but the messages' total: the dialogs' totals, and yesterday's
+        and today's counts from the reads that ``compare`` sums too."""
         app, today = self.app, self.today
-        first = today - timedelta(days=RECENT_DAYS)
 
         def read(kind: Kind) -> asyncio.Task[dict[date, int]]:
-            return asyncio.create_task(self.client.days(app, kind, first, today, self.zone))
+            return asyncio.create_task(self.client.days(app, kind, self.first, today, self.zone))
 
         # Messages first: the busiest kind's longest page tells the client which answers a
         # page cap may have cut. Read at once, the quieter kinds' pages could all be split.
-        reads = {MESSAGES: read(MESSAGES)}
-        await asyncio.wait(reads.values())
-        reads |= {code: read(code) for code in app.dialog_types}
+        self.reads[MESSAGES] = read(MESSAGES)
+        await asyncio.wait(self.reads.values())
+        self.reads |= {code: read(code) for code in app.dialog_types}
 
         async def recent(kind: Kind) -> str:
-            counts = await reads[kind]
+            counts = await self.reads[kind]
             return f"{counts.get(today - ONE_DAY, 0)} yesterday, {counts.get(today, 0)} today"
 
-        async def each_type(ask: Callable[[int], Awaitable[object]], join: str) -> str:
-            answers = await gather_all(map(ask, app.dialog_types))
-            pairs = zip(app.dialog_types, answers, strict=True)
-            return join.join(f"{app.type_name(code)} {answer}" for code, answer in pairs)
+        async def total(kind: Kind) -> int:
+            return await self.client.total(app, kind, *all_time_window(today, self.zone))
 
-        async def totals() -> str:
-            window = all_time_window(today, self.zone)
-            return await each_type(lambda code: self.client.total(app, code, *window), ", ")
+        async def line(kinds: Sequence[Kind], per_day: bool) -> list[Finding]:
+            counts = await gather_all(map(recent if per_day else total, kinds))
+            named = [
+                f"{app.type_name(kind)} {count}" if isinstance(kind, int) else f"{count}"
+                for kind, count in zip(kinds, counts, strict=True)
+            ]
+            join, end = ("; ", "") if per_day else (", ", " all time")
+            return [("ok", f"{_label(kinds[0], per_day)} answered: {join.join(named)}{end}")]
 
-        questions = {
-            _label(MESSAGES, per_day=True): recent(MESSAGES),
-            _label(1, per_day=False): totals(),
-            _label(1, per_day=True): each_type(recent, "; "),
-        }
-        answers = await asyncio.gather(*questions.values(), return_exceptions=True)
-        for label, answer in zip(questions, answers, strict=True):
-            if isinstance(answer, BaseException):
-                self.report.add(*failure(answer))
-            else:
-                end = " all time" if label == _label(1, per_day=False) else ""
-                self.report.add("ok", f"{label} answered: {answer}{end}")
-        return reads
+        lines = [
+            line([MESSAGES], True),
+            line(app.dialog_types, False),
+            line(app.dialog_types, True),
+        ]
+        answers = await gather_all(answer(None, each) for each in lines)
+        return [found for findings in answers for found in findings]
 
-    async def consistency(self, reads: dict[Kind, asyncio.Task[dict[date, int]]]) -> None:
+    async def compare(self) -> list[Finding]:
         """Over the week before today, each all-time total grew by the sum of its days: the
         totals at the end of the day before and of its last day are exact, as are the days."""
-        app, zone = self.app, self.zone
-        first, last = self.today - timedelta(days=RECENT_DAYS), self.today - ONE_DAY
+        app, zone, first, last = self.app, self.zone, self.first, self.today - ONE_DAY
 
-        async def compare(kind: Kind) -> tuple[int, int]:
+        async def growth(kind: Kind) -> tuple[int, int]:
             ends = (first - ONE_DAY, last)
-            totals = [self.client.total_at_end_of(app, kind, day, zone) for day in ends]
-            before, after = await gather_all(totals)
-            counts = await reads[kind]
+            before, after = await gather_all(
+                self.client.total_at_end_of(app, kind, day, zone) for day in ends
+            )
+            counts = await self.reads[kind]
             return after - before, sum(n for day, n in counts.items() if day <= last)
 
-        try:
-            results = dict(zip(reads, await gather_all(map(compare, reads)), strict=True))
-        except Exception as exc:
-            self.report.add(*failure(exc, "could not compare totals with per-day sums"))
-            return
-        names = {kind: app.type_name(kind) if isinstance(kind, int) else kind for kind in reads}
+        results = dict(zip(self.reads, await gather_all(map(growth, self.reads)), strict=True))
+        names = {kind: app.type_name(kind) if isinstance(kind, int) else kind for kind in results}
         period = f"{first} to {last} in {zone.key}"
-        wrong = {kind: counts for kind, counts in results.items() if counts[0] != counts[1]}
-        for kind, (grown, summed) in wrong.items():
-            self.report.add(
+        wrong: list[Finding] = [
+            (
                 "FAIL",
-                f"{names[kind]}: the total of {_label(kind, per_day=False)} grew by {grown} "
-                f"over the last {RECENT_DAYS} days ({period}) but {_label(kind, per_day=True)} "
-                f"sums to {summed} for them: the daily and all-time figures will not add up",
+                f"{names[kind]}: the total of {_label(kind, False)} grew by {grown} over the "
+                f"last {RECENT_DAYS} days ({period}) but {_label(kind, True)} sums to {summed} "
+                "for them: the daily and all-time figures will not add up",
             )
-        if not wrong:
-            figures = ", ".join(f"{names[kind]} {grown}" for kind, (grown, _) in results.items())
-            text = f"over the last {RECENT_DAYS} days ({period}: {figures})"
-            self.report.add("ok", f"totals agree with per-day sums {text}")
+            for kind, (grown, summed) in results.items()
+            if grown != summed
+        ]
+        figures = ", ".join(f"{names[kind]} {grown}" for kind, (grown, _) in results.items())
+        agree = f"totals agree with per-day sums over the last {RECENT_DAYS} days"
+        return wrong or [("ok", f"{agree} ({period}: {figures})")]
 
 
 @dataclass(frozen=True)
 class Window:
-    """The API's dates of the messages sent from ``start`` to ``end``, its last second.
-
-    Sent as ``end_date``, an inclusive end stays inside the window and an exclusive one
-    loses a second: either way every message counted was sent in ``[start, end]``. An hour
-    holds at most two dates in any zone, so a page cap of one makes the flip less precise,
-    never wrong.
-    """
+    """The API's dates of the messages sent from ``start`` to ``end``, its last second:
+    whether ``end_date`` is inclusive or not, every message counted was sent in between. An
+    hour holds at most two dates in any zone: a cap of one a page makes the flip less
+    precise, never wrong."""
 
     start: int
     end: int
@@ -468,30 +428,27 @@ def _when(found: Flip) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
+    parser = options.ArgumentParser(
         prog=COMMAND,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Check every app's key and settings against the API, with the daemon's\n"
-            "settings and config file: the key is accepted, the plan allows the Admin API,\n"
-            "each endpoint answers (counts, never keys), totals agree with per-day sums\n"
-            f"over the last {RECENT_DAYS} days, and the API cuts its days at midnight in\n"
-            f"{env_name('timezone')} (read from where the API's date flips over the last\n"
-            "day). Each finding is one line on stdout, apps in config order:\n\n"
+            "Check each app's key, plan and endpoints, its totals against per-day sums over\n"
+            f"the last {RECENT_DAYS} days and the zone in which the API cuts its days\n"
+            f"({env_name('timezone')}), with the daemon's settings and config file. Each\n"
+            "finding is one line on stdout, apps in config order:\n\n"
             "  ok   APP: ...   consistent\n"
             "  FAIL APP: ...   wrong; the line names the setting to change\n"
             "  note APP: ...   inconclusive (e.g. too little activity); not a failure\n\n"
             "and a last line 'check: N app(s) checked, all consistent' or\n"
             "'check: N problem(s) in M app(s)'. Apps are checked side by side, each with at\n"
-            f"most {MAX_REQUESTS} API requests (plus the client's retries of transient\n"
-            f"failures) and {MAX_SECONDS:.0f} s."
+            f"most {MAX_REQUESTS} API requests (retries aside) and {MAX_SECONDS:.0f} s."
         ),
         epilog=(
             "Exit codes: 0 all consistent (notes allowed), 1 a finding failed, 2 bad input "
             "or configuration, 128+N stopped by signal N."
         ),
     )
-    add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
+    options.add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
     return parser
 
 
@@ -503,7 +460,12 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
     async def check(http: httpx.AsyncClient, app: AppConfig) -> Report:
         async with apps_at_once:
-            return await AppCheck(AppClient(http, limits), settings, app).run()
+            questions = AppCheck(AppClient(http, settings), settings, app)
+            try:
+                await questions.run()
+            except Exception as exc:  # a bug or an answer nobody foresaw: a line, no traceback
+                questions.report.add("FAIL", f"check stopped: unexpected {type(exc).__name__}")
+            return questions.report
 
     async with open_http(limits) as http, asyncio.TaskGroup() as group:
         checks = [group.create_task(check(http, app)) for app in apps]
@@ -515,16 +477,16 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
 def main(argv: list[str]) -> int:
     """Run ``check`` with ``argv`` (the arguments after the word ``check``)."""
-    with stop_signals_interrupt():
+    with options.stop_signals_interrupt():
         try:
             args = build_parser().parse_args(argv)
             try:
-                settings = settings_from(args)
+                settings = options.settings_from(args)
                 apps = load_apps(settings)
             except ConfigError as exc:
-                return fail(COMMAND, 2, f"configuration error: {exc}")
-            reports = asyncio.run(cancelled_by_stop_signals(check_all(settings, apps)))
+                return options.fail(COMMAND, 2, f"configuration error: {exc}")
+            reports = asyncio.run(options.cancelled_by_stop_signals(check_all(settings, apps)))
             print(summary(reports), flush=True)
             return 1 if any(report.problems for report in reports) else 0
-        except Interrupted as stop:
-            return fail(COMMAND, 128 + stop.signum, f"stopped by {stop}")
+        except options.Interrupted as stop:
+            return options.fail(COMMAND, 128 + stop.signum, f"stopped by {stop}")
