@@ -294,6 +294,10 @@ class Window:
     end: int
     days: frozenset[date]
 
+    @property
+    def span(self) -> str:
+        return f"{_utc(self.start, '%Y-%m-%d %H:%M')} to {_utc(self.end + 1)} UTC"
+
     def allowed(self, zone: ZoneInfo) -> bool:
         """Whether ``zone``'s calendar could date the window's messages as the API did."""
         first, last = local_day(self.start, zone), local_day(self.end, zone)
@@ -324,6 +328,12 @@ class Flip:
         """The UTC offset of a zone whose ``day`` begins at ``moment``."""
         return self.midnight - moment
 
+    @property
+    def when(self) -> str:
+        if len(self.candidates) == 1:
+            return f"at {_utc(self.candidates[0])} UTC"
+        return f"between {_utc(self.after)} and {_utc(self.upto + 1)} UTC"
+
 
 def best_flip(windows: Sequence[Window]) -> Flip | None:
     """The most precisely located start of a day the API dated (the latest among equals):
@@ -332,9 +342,10 @@ def best_flip(windows: Sequence[Window]) -> Flip | None:
     for day in sorted({day for window in windows for day in window.days})[1:]:
         before = [w.start for w in windows if any(d < day for d in w.days)]
         since = [w.end for w in windows if any(d >= day for d in w.days)]
-        if before and since and Flip(day, max(before), min(since)).candidates:
+        if before and since:
             flips.append(Flip(day, max(before), min(since)))
-    return min(reversed(flips), key=lambda f: len(f.candidates), default=None)
+    located = [flip for flip in reversed(flips) if flip.candidates]
+    return min(located, key=lambda flip: len(flip.candidates), default=None)
 
 
 def zone_finding(windows: Sequence[Window], zone: ZoneInfo, now: float) -> tuple[Level, str]:
@@ -345,7 +356,7 @@ def zone_finding(windows: Sequence[Window], zone: ZoneInfo, now: float) -> tuple
     if crowded:  # more dates than any zone has in an hour: no flip can be read
         return "FAIL", (
             f"{_label(MESSAGES, per_day=True)} answered {len(crowded[0].days)} dates for "
-            f"{_span(crowded[0])}: the API seems to ignore start_date and end_date"
+            f"{crowded[0].span}: the API seems to ignore start_date and end_date"
         )
     wrong = [window for window in windows if not window.allowed(zone)]
     found = best_flip(windows)
@@ -357,35 +368,34 @@ def zone_finding(windows: Sequence[Window], zone: ZoneInfo, now: float) -> tuple
     if len(found.candidates) > 1:
         return "note", (
             f"the API's dates agree with {here} as far as seen, but too little activity "
-            f"around midnight to be sure: its date changed {_when(found)} ({activity})"
+            f"around midnight to be sure: its date changed {found.when} ({activity})"
         )
     return "ok", (
-        f"the API cuts its days at midnight in {here}: its date changed {_when(found)}; {activity}"
+        f"the API cuts its days at midnight in {here}: its date changed {found.when}; {activity}"
     )
 
 
 def _zone_mismatch(wrong: Window, found: Flip | None, zone: ZoneInfo) -> str:
     setting = env_name("timezone")
     ours = f"{setting}={zone.key}"
-    moments = found.candidates if found else []
-    offsets = sorted(found.offset(moment) for moment in moments) if found else []
-    cut = _zone_offset(zone, moments[0]) if moments else None
+    offsets = sorted(map(found.offset, found.candidates)) if found else []
+    cut = _zone_offset(zone, found.candidates[0]) if found else 0
     if found is None or cut in offsets:
         # No flip located, or one the zone agrees with: show the window that proves it wrong.
         dates = " and ".join(str(day) for day in sorted(wrong.days))
         return (
-            f"the API dated the messages of {_span(wrong)} as {dates}, but {ours} puts them on "
+            f"the API dated the messages of {wrong.span} as {dates}, but {ours} puts them on "
             f"{local_day(wrong.start, zone)}: set {setting} to the API's zone"
         )
-    tail = f"but {ours} cuts at 00:00 {_offset_text(cut or 0)}: set {setting} to the API's zone"
+    tail = f"but {ours} cuts at 00:00 {_offset_text(cut)}: set {setting} to the API's zone"
     if len(offsets) == 1:
         return (
             f"the API cuts its days at about 00:00 {_offset_text(offsets[0])} (its date "
-            f"changed {_when(found)}), {tail} ({_suggest(offsets[0], moments[0])})"
+            f"changed {found.when}), {tail} ({_suggest(offsets[0], found.candidates[0])})"
         )
     return (
         f"the API cuts its days at 00:00 somewhere from {_offset_text(offsets[0])} to "
-        f"{_offset_text(offsets[-1])} (its date changed {_when(found)}; too little activity "
+        f"{_offset_text(offsets[-1])} (its date changed {found.when}; too little activity "
         f"to be exact), {tail}"
     )
 
@@ -415,16 +425,6 @@ def _offset_text(offset: int) -> str:
 
 def _utc(moment: int, layout: str = "%H:%M") -> str:
     return datetime.fromtimestamp(moment, UTC).strftime(layout)
-
-
-def _span(window: Window) -> str:
-    return f"{_utc(window.start, '%Y-%m-%d %H:%M')} to {_utc(window.end + 1)} UTC"
-
-
-def _when(found: Flip) -> str:
-    if len(found.candidates) == 1:
-        return f"at {_utc(found.candidates[0])} UTC"
-    return f"between {_utc(found.after)} and {_utc(found.upto + 1)} UTC"
 
 
 def build_parser() -> argparse.ArgumentParser:
