@@ -79,7 +79,8 @@ def parse_concurrency(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
-    _refuse([(not 1 <= value <= 64, "must be between 1 and 64")], argparse.ArgumentTypeError)
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
     return value
 
 
@@ -194,17 +195,17 @@ class Output:
             self.temp = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
             # Creating the very file the run will write is the only reliable check (root
             # ignores permission bits, file systems may be read-only).
-            self._write(b"", self.temp)
+            self._write(b"")
 
     def commit(self, text: str) -> None:
         if self.path is None:
             sys.stdout.buffer.write(text.encode())
             sys.stdout.buffer.flush()
         else:
-            self._write(text.encode(), self.path)
+            self._write(text.encode(), rename_to=self.path)
 
-    def _write(self, data: bytes, path: Path) -> None:
-        """Write ``data`` to the temporary file and rename it to ``path``."""
+    def _write(self, data: bytes, rename_to: Path | None = None) -> None:
+        """Write ``data`` to the temporary file, then rename it or remove it."""
         try:
             self.temp.unlink(missing_ok=True)  # then O_EXCL: never through a link left there
             fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -212,7 +213,8 @@ class Output:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(self.temp, path)
+            if rename_to is not None:
+                os.replace(self.temp, rename_to)
         except OSError as exc:
             raise OSError(f"--output {self.target}: cannot write: {exc.strerror or exc}") from None
         finally:
@@ -316,19 +318,22 @@ class Fetcher:
         self.histories = histories
         return histories
 
-    async def _fetch(self, app: AppConfig, kind: api.Kind) -> tuple[dict[date, int], ...]:
+    async def _fetch(
+        self, app: AppConfig, kind: api.Kind
+    ) -> tuple[dict[date, int], dict[date, int]]:
         """The per-day counts of ``kind``, and the totals at the end of each day."""
-        plan, zone, done = self.plan, self.zone, partial(self._advance, app.name)
+        plan = self.plan
+        done = partial(self._advance, app.name)
         middle = plan.first + (plan.last - plan.first) // 2
         try:
             async with asyncio.TaskGroup() as group:
                 # The day before the first is needed for the first day's _yesterday.
                 windows = [
-                    group.create_task(self.client.days(app, kind, *window, zone, done=done))
+                    group.create_task(self.client.days(app, kind, *window, self.zone, done=done))
                     for window in _windows(plan.first - api.ONE_DAY, plan.last)
                 ]
                 known = {
-                    day: group.create_task(self.client.total_at_end_of(app, kind, day, zone))
+                    day: group.create_task(self.client.total_at_end_of(app, kind, day, self.zone))
                     for day in sorted({plan.first, middle, plan.last})
                 }
         except ExceptionGroup as errors:
@@ -344,7 +349,8 @@ class Fetcher:
             totals[day] = running
             running -= counts.get(day, 0)
         what = "messages" if kind == api.MESSAGES else f"dialogs {app.type_name(int(kind))}"
-        for day, total in ((day, task.result()) for day, task in known.items()):
+        for day, task in known.items():
+            total = task.result()
             if total != totals[day]:
                 message = (
                     f"app {app.name}: {what}: the API's total at the end of {day} is {total}, "
