@@ -1,70 +1,179 @@
-"""The summary table (Markdown, on stdout) and the JSON file with every raw figure."""
+"""The summary table: one row per measure, the exporter's figure beside the baseline's."""
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from benchmarks.scenarios import Row
+from benchmarks.scenarios import Params
 
-HEADER = ("scenario", "measure", "exporter", "baseline", "ratio exp/base", "bar", "met?")
-
-
-def machine_line(machine: dict[str, Any], run: dict[str, Any]) -> str:
-    load = f"load avg {run['loadavg_start']:.2f} at start, {run['loadavg_end']:.2f} at end"
-    return (
-        f"Machine: {machine['cpu_model']}, {machine['cores']} cores "
-        f"({machine['cores_usable']} usable), Python {machine['python']} "
-        f"({machine['implementation']}), {machine['platform']}; {load}. "
-        f"Exporter tree: {run['exporter_path']} ({run['exporter_revision'] or 'not a checkout'})"
-        f"; simulator latency {run['params']['latency']:g} s per request"
-        f"{'; QUICK mode, tiny sizes' if run['quick'] else ''}."
-    )
+MIB = 1 << 20
 
 
-def _ratio(value: float | None) -> str:
-    if value is None or math.isnan(value):
+class Row(NamedTuple):
+    measure: str
+    exporter: str
+    baseline: str
+    ratio: float | None  # exporter / baseline
+
+
+def ratio(exporter: float | None, baseline: float | None) -> float | None:
+    if exporter is None or not baseline:
+        return None
+    value = exporter / baseline
+    return value if math.isfinite(value) else None
+
+
+def compare(measure: str, exporter: float, baseline: float, shown: Callable[[float], str]) -> Row:
+    return Row(measure, shown(exporter), shown(baseline), ratio(exporter, baseline))
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
         return "-"
-    return f"{value:.2f}" if value >= 0.01 else f"{value:.4f}"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
 
 
-def _met(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "**no**")
+def millis(value: float) -> str:
+    return f"{value:.1f} ms" if value < 100 else f"{value:.0f} ms"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+def mebibytes(value: float) -> str:
+    return f"{value / MIB:.1f} MiB"
 
 
-def table(results: dict[str, Any]) -> str:
-    """The Markdown table of every scenario that ran, failures included."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    for number, scenario in results["scenarios"].items():
-        title = f"{number}. {scenario['title']}"
-        if "error" in scenario:
-            lines.append(f"| {title} | FAILED: {_cell(scenario['error'])} | | | | | |")
-            continue
-        for row in scenario["rows"]:
-            cells = (
-                title,
-                row["measure"],
-                row["exporter"],
-                row["baseline"],
-                _ratio(row["ratio"]),
-                row["bar"],
-                _met(row["met"]),
+def latencies(scrapes: dict[str, Any]) -> str:
+    """p50 / p99 of a scrape load, and how many scrapes failed if any did."""
+    if not scrapes["scrapes"]:
+        return f"every scrape failed ({scrapes['failed']})"
+    cell = f"{scrapes['p50_ms']:.1f} / {scrapes['p99_ms']:.1f} ms"
+    return cell + (f", {scrapes['failed']} failed" if scrapes["failed"] else "")
+
+
+def poll_rows(results: dict[str, Any]) -> list[Row]:
+    """Cycle time, CPU per request, concurrency, start-up and memory."""
+    exporter, baseline = results["by_apps"]["exporter"], results["by_apps"]["baseline"]
+    sizes = sorted(exporter)
+    second = results["second_cycle_s"]
+    rows = [
+        compare(
+            "poll cycle after the first, 1 app", second["exporter"], second["baseline"], seconds
+        )
+    ]
+    # Where the baseline polled at zero latency, its cycle is projected linearly from the
+    # largest one it polled at the simulator's latency.
+    measured = max(n for n in sizes if baseline[n]["api_latency_s"])
+    per_app = baseline[measured]["cycle_s"] / measured
+    for n in sizes:
+        e = exporter[n]
+        failed = f", {e['apps_failed']} apps failed" if e["apps_failed"] else ""
+        b_cycle = baseline[n]["cycle_s"] if n <= measured else per_app * n
+        b_cell = seconds(b_cycle) + ("" if n <= measured else " (projected)")
+        cycle = e["cycle_s"]
+        rows.append(
+            Row(
+                f"first poll cycle, {n} app(s)",
+                seconds(cycle) + failed,
+                b_cell,
+                ratio(cycle, b_cycle),
             )
-            lines.append("| " + " | ".join(_cell(str(c)) for c in cells) + " |")
+        )
+    rows += [
+        compare(
+            f"poll CPU per API request, {n} app(s)",
+            exporter[n]["cpu_per_request_ms"],
+            baseline[n]["cpu_per_request_ms"],
+            millis,
+        )
+        for n in sizes
+    ]
+    n = sizes[-1]
+    e, b = exporter[n], baseline[n]
+    rows.append(
+        Row(
+            f"API requests per app / most in flight at once, {n} app(s)",
+            f"{e['api_requests'] / n:g} / {e['peak_in_flight']}",
+            f"{b['api_requests'] / n:g} / {b['peak_in_flight']}",
+            None,
+        )
+    )
+    n = sizes[0]
+    e, b = exporter[n], baseline[n]
+    rows.append(
+        Row(
+            f"start -> listening / -> first cycle done, {n} app(s)",
+            f"{seconds(e['listening_after_s'])} / {seconds(e['ready_after_s'])}",
+            f"{seconds(b['listening_after_s'])} / {seconds(b['ready_after_s'])}",
+            ratio(e["ready_after_s"], b["ready_after_s"]),
+        )
+    )
+    rows += [
+        compare(
+            f"resident memory after the first cycle, {n} app(s)",
+            exporter[n]["rss_bytes"],
+            baseline[n]["rss_bytes"],
+            mebibytes,
+        )
+        for n in sizes
+    ]
+    return rows
+
+
+def scrape_rows(results: dict[str, Any], p: Params) -> list[Row]:
+    """Scrape latency and throughput, the size of a scrape, scrapes under slow clients."""
+    exporter, baseline = results["by_apps"]["exporter"], results["by_apps"]["baseline"]
+    sizes = sorted(exporter)
+    rows = []
+    for n in sizes:
+        for c in p.scrapers:
+            e, b = exporter[n]["scrapes"][str(c)], baseline[n]["scrapes"][str(c)]
+            where = f"{n} app(s), {c} scraper(s)"
+            p99 = ratio(e["p99_ms"], b["p99_ms"])
+            rows.append(Row(f"/metrics p50 / p99, {where}", latencies(e), latencies(b), p99))
+            rate = f"/metrics scrapes per second, {where}"
+            rows.append(compare(rate, e["scrapes_per_s"], b["scrapes_per_s"], "{:g}".format))
+    n = sizes[-1]
+    cells = []
+    for figures in (exporter[n], baseline[n]):
+        gzip = figures["scrapes"][str(p.scrapers[0])]["wire_bytes_per_scrape"]
+        text = figures["text_bytes"]
+        cells.append(f"{figures['series']:,} / {text / 1e6:.2f} MB / {gzip / 1e3:.0f} kB")
+    rows.append(
+        Row(
+            f"series / text bytes / bytes on the wire (gzip) per scrape, {n} app(s)",
+            *cells,
+            ratio(exporter[n]["series"], baseline[n]["series"]),
+        )
+    )
+    rows.append(
+        Row(
+            "API requests while scraping, every size and load",
+            str(sum(exporter[n]["api_requests_while_scraping"] for n in sizes)),
+            str(sum(baseline[n]["api_requests_while_scraping"] for n in sizes)),
+            None,
+        )
+    )
+    e, b = exporter[sizes[0]]["under_slow_clients"], baseline[sizes[0]]["under_slow_clients"]
+    slowloris, silent = p.slow_clients
+    rows.append(
+        Row(
+            f"/metrics p50 / p99 while {slowloris:,} slowloris and {silent:,} silent clients "
+            f"hold connections, {sizes[0]} app(s), 1 scraper",
+            latencies(e),
+            latencies(b),
+            ratio(e["p99_ms"], b["p99_ms"]),
+        )
+    )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a Markdown table; ratios under 0.01 with four decimals."""
+    lines = ["| measure | exporter | baseline | exporter / baseline |", "|---|---|---|---|"]
+    for row in rows:
+        shown = "-" if row.ratio is None else f"{row.ratio:.{2 if row.ratio >= 0.01 else 4}f}"
+        lines.append(f"| {row.measure} | {row.exporter} | {row.baseline} | {shown} |")
     return "\n".join(lines)
-
-
-def row_dict(row: Row) -> dict[str, Any]:
-    return asdict(row)
-
-
-def write_json(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")

@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.slow_clients import SlowClients, raise_open_files_limit, sources
 from exporter.server import Limits, Request, Response, Server, serve
 from tests.conftest import SECRET_KEY
 from tests.pki import PKI
 from tests.processes import Exporter, start_exporter, wait_until
 from tests.simulator import Simulator
+from tests.slow_clients import SlowClients, raise_open_files_limit, sources
 
 SHORT = Limits(header_timeout=1.0, tls_handshake_timeout=1.0, idle_timeout=1.0, write_timeout=1.0)
 

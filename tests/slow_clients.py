@@ -13,7 +13,7 @@ seconds (a random one in that range), as an attacker keeping up the pressure wou
 Connections come from several loopback source addresses (``127.0.0.2`` and up: all of
 ``127.0.0.0/8`` is local on Linux), so that a per-address cap alone cannot stop them.
 
-Used by ``tests/test_slow_clients.py`` and by the benchmark's scrape-under-load row.
+Used by ``tests/test_slow_clients.py`` and by the benchmark's scrapes under slow clients.
 """
 
 from __future__ import annotations
