@@ -81,15 +81,14 @@ def poll_rows(results: dict[str, Any]) -> list[Row]:
                 ratio(cycle, b_cycle),
             )
         )
-    rows += [
-        compare(
-            f"poll CPU per API request, {n} app(s)",
-            exporter[n]["cpu_per_request_ms"],
-            baseline[n]["cpu_per_request_ms"],
-            millis,
-        )
-        for n in sizes
-    ]
+
+    def each_size(measure: str, key: str, shown: Callable[[float], str]) -> list[Row]:
+        return [
+            compare(f"{measure}, {n} app(s)", exporter[n][key], baseline[n][key], shown)
+            for n in sizes
+        ]
+
+    rows += each_size("poll CPU per API request", "cpu_per_request_ms", millis)
     n = sizes[-1]
     e, b = exporter[n], baseline[n]
     rows.append(
@@ -110,15 +109,7 @@ def poll_rows(results: dict[str, Any]) -> list[Row]:
             ratio(e["ready_after_s"], b["ready_after_s"]),
         )
     )
-    rows += [
-        compare(
-            f"resident memory after the first cycle, {n} app(s)",
-            exporter[n]["rss_bytes"],
-            baseline[n]["rss_bytes"],
-            mebibytes,
-        )
-        for n in sizes
-    ]
+    rows += each_size("resident memory after the first cycle", "rss_bytes", mebibytes)
     return rows
 
 
