@@ -52,8 +52,9 @@ def python_env(pythonpath: Path, extra: Mapping[str, str]) -> dict[str, str]:
     installed exporter starts from compiled bytecode, so start-up must not count compiling.
     """
     skip = {"PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
-    env = {k: v for k, v in env.items() if k not in skip}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_") and k not in skip
+    }
     return {**env, "PYTHONPATH": str(pythonpath), "PYTHONPYCACHEPREFIX": str(PYCACHE), **extra}
 
 
