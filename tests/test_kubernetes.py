@@ -681,3 +681,42 @@ def test_no_manifest_is_left_out_of_a_kustomization() -> None:
             p.name for p in directory.iterdir() if p.is_file() and p.name != "kustomization.yaml"
         }
         assert files <= listed, f"{directory.relative_to(ROOT)}: {files - listed} unused"
+
+
+# --- the documentation's examples -------------------------------------------------------
+
+
+def yaml_blocks(markdown: str) -> list[Any]:
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", markdown, re.S)]
+
+
+def test_the_overlay_docs_deploy_md_builds_up_renders_as_it_says(tmp_path: Path) -> None:
+    """Your own overlay, with another release name and several apps, as docs/deploy.md
+    writes them, placed beside a clone of the repository."""
+    blocks = yaml_blocks((ROOT / "docs" / "deploy.md").read_text(encoding="utf-8"))
+    (overlay,) = [b for b in blocks if isinstance(b, dict) and b.get("kind") == "Kustomization"]
+    (release,) = [b for b in blocks if "patches" in b and "release" in str(b["patches"])]
+    (several,) = [b for b in blocks if "configMapGenerator" in b]
+    clone = Path(os.path.relpath(ROOT, tmp_path / "overlay"))
+    for key in ("resources", "components"):
+        overlay[key] = [
+            item.replace("../connectycube-exporter/", f"{clone}/") for item in overlay[key]
+        ]
+    overlay["patches"] = release["patches"] + several["patches"]
+    overlay["configMapGenerator"] = several["configMapGenerator"]
+    (tmp_path / "overlay").mkdir()
+    (tmp_path / "overlay" / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    apps = "apps:\n  - name: mine\n    api_key_file: /etc/connectycube/secret/mine\n"
+    (tmp_path / "overlay" / "apps.yml").write_text(apps)
+    objects = kustomize(tmp_path / "overlay")
+    mirror = overlay["images"][0]
+    container = exporter_container(objects)
+    assert container["image"] == f"{mirror['newName']}:{VERSION}" != f"{IMAGE}:{VERSION}"
+    assert mirror["newTag"] == VERSION
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert one(objects, kind)["metadata"]["labels"]["release"] == "my-release"
+    env = env_of(container)
+    assert env_name("api_key_file") not in env
+    config_file = env[env_name("config_file")]["value"]
+    configmap = mounted_volume(objects, config_file)["configMap"]["name"]
+    assert one(objects, "ConfigMap", configmap)["data"] == {"apps.yml": apps}
