@@ -720,3 +720,34 @@ def test_the_overlay_docs_deploy_md_builds_up_renders_as_it_says(tmp_path: Path)
     config_file = env[env_name("config_file")]["value"]
     configmap = mounted_volume(objects, config_file)["configMap"]["name"]
     assert one(objects, "ConfigMap", configmap)["data"] == {"apps.yml": apps}
+
+
+def quick_start(markdown: str, heading: str) -> list[str]:
+    """The commands of the first sh block under ``heading``."""
+    section = markdown.split(heading, 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None, heading
+    return block[1].strip().splitlines()
+
+
+def test_the_five_commands_agree_with_the_manifests() -> None:
+    """README and docs/deploy.md: the same five commands, naming what the overlay makes."""
+    readme = quick_start((ROOT / "README.md").read_text(encoding="utf-8"), "## Kubernetes")
+    docs = quick_start(
+        (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8"), "### On kube-prometheus-stack"
+    )
+    assert readme == docs
+    assert len(readme) <= 5
+    text = "\n".join(readme)
+    (path,) = re.findall(r"kubectl apply -k (\S+)", text)
+    objects = rendered(ROOT / path)
+    (namespace,) = {o["metadata"]["namespace"] for o in objects}
+    assert set(re.findall(r"kubectl -n (\S+)", text)) == {namespace}
+    secret, entry = re.search(r"create secret generic (\S+) --from-file=([\w-]+)=", text).groups()
+    key_file = env_of(exporter_container(objects))[env_name("api_key_file")]["value"]
+    assert mounted_volume(objects, key_file)["secret"]["secretName"] == secret
+    assert PurePosixPath(key_file).name == entry
+    (rollout,) = re.findall(r"rollout status (\S+)", text)
+    owner = workload(objects)
+    assert rollout == f"{owner['kind'].lower()}/{owner['metadata']['name']}"
+    assert f"svc/{RELEASE}-grafana" in text  # the chart's Grafana, release as labelled
