@@ -1,5 +1,5 @@
 """Prometheus exporter for the ConnectyCube Admin Statistics API."""
 
-# Kept equal to pyproject.toml's version by a test; read here without importlib.metadata,
-# which costs start-up time and memory for one string.
+# The version's one source: pyproject.toml reads it from here (setuptools' dynamic version),
+# and so do the release workflow, the image's labels and the build info metric.
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import sys
 
 from pydantic import SecretStr
 
-from exporter import __version__, backfill, check
+from exporter import __version__, backfill, check, healthcheck
 from exporter.config import ConfigError, Settings, env_name, load_apps
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
@@ -19,6 +19,7 @@ from exporter.webconfig import WebConfigError, load_web_config
 DEMO_KEY = "demo-key"
 BACKFILL = "backfill"
 CHECK = "check"
+HEALTHCHECK = "healthcheck"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Every flag can also be given as the environment variable shown, or in a .env "
             "file in the working directory; a flag wins over the environment. "
             f"To load past days into Prometheus: {PROG} {BACKFILL} --help. "
-            f"To check a key and the settings against the API: {PROG} {CHECK} --help."
+            f"To check a key and the settings against the API: {PROG} {CHECK} --help. "
+            f"To ask a running exporter whether it answers: {PROG} {HEALTHCHECK} --help."
         ),
     )
     add_settings_arguments(parser)
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return backfill.main(argv[1:])
     if argv[:1] == [CHECK]:
         return check.main(argv[1:])
+    if argv[:1] == [HEALTHCHECK]:
+        return healthcheck.main(argv[1:])
     args = build_parser().parse_args(argv)
     settings: Settings | None = None
     try:

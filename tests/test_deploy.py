@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import __version__
 from exporter.config import Settings, env_name
 from exporter.http import create_app
 from exporter.server import Request
@@ -38,6 +39,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+VERSION = __version__  # the version's one source (pyproject.toml reads it too)
 
 SETTING_ENV_NAMES = frozenset(env_name(field) for field in Settings.model_fields)
 DEFAULT_PORT = int(Settings.model_fields["listen_address"].default.rsplit(":", 1)[1])
@@ -302,9 +304,9 @@ def test_final_stage_installs_the_project_wheel_and_keeps_no_build_leftovers() -
     assert "PIP_NO_CACHE_DIR=1" in env
 
 
-def test_image_version_and_labels_match_pyproject() -> None:
+def test_image_version_and_labels_match_the_package() -> None:
     stage = final_stage()
-    assert f"ARG VERSION={PYPROJECT['version']}" in [f"{k} {a}" for k, a in stage]
+    assert f"ARG VERSION={VERSION}" in [f"{k} {a}" for k, a in stage]
     labels = only(stage, "LABEL")
     for key in ("title", "description", "source", "licenses", "version"):
         assert f"org.opencontainers.image.{key}=" in labels
@@ -351,7 +353,7 @@ def test_compose_images_are_pinned_and_the_exporter_is_the_published_one(
         assert PINNED_TAG.match(service["image"]), f"{name}: {service['image']}"
         if "build" in service:  # built from this checkout when it cannot be pulled
             assert (COMPOSE_FILE.parent / service["build"]["context"]).resolve() == ROOT
-            assert service["image"] == f"{PUBLISHED_IMAGE}:{PYPROJECT['version']}", name
+            assert service["image"] == f"{PUBLISHED_IMAGE}:{VERSION}", name
     assert set(exporter_services(compose)) == {"exporter", "exporter-demo"}
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     assert text.count(PUBLISHED_IMAGE) == 1  # named once, for both exporter services
@@ -459,9 +461,3 @@ def test_grafana_provisioning_points_at_the_compose_mounts(compose: dict[str, An
     }
     assert urls == {"http://prometheus:9090"}
     assert "prometheus" in compose["services"]
-
-
-def test_package_version_matches_pyproject() -> None:
-    import exporter
-
-    assert exporter.__version__ == PYPROJECT["version"]

@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from functools import cache
 from http import HTTPStatus
@@ -28,6 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from exporter import __version__
 from exporter.config import Settings, env_name, load_apps, load_settings
 from exporter.http import create_app
 from exporter.server import Request
@@ -45,7 +45,7 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "connectycube.json"
 DASHBOARD_COPY = COMPONENTS / "kube-prometheus-stack" / DASHBOARD.name
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+VERSION = __version__  # the version's one source (pyproject.toml reads it too)
 
 NAME = "connectycube-exporter"
 IMAGE = "ghcr.io/connectycube-exporter/connectycube-exporter"

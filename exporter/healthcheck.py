@@ -1,0 +1,75 @@
+"""``connectycube-exporter healthcheck``: does the exporter answer on its listen address?
+
+For the image's HEALTHCHECK and Kubernetes exec probes: it reads the same settings as the
+daemon (listen address, web config), speaks HTTPS when TLS is on and needs nothing but
+Python. Exit 0 when ``/-/healthy`` answers 200, 1 when it does not, 2 on a bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import ssl
+
+from exporter.config import ConfigError, parse_listen_address
+from exporter.options import PROG, ArgumentParser, add_settings_arguments, fail, settings_from
+from exporter.webconfig import WebConfigError, load_web_config
+
+COMMAND = f"{PROG} healthcheck"
+PATH = "/-/healthy"
+# A wildcard listen address is reached on loopback, in the same address family.
+LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+# A server that requires client certificates answers a client without one with one of these
+# alerts: its TLS layer, which runs on the exporter's event loop, is alive.
+CLIENT_CERTIFICATE_ALERTS = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog=COMMAND,
+        description=f"Exit 0 if the exporter answers GET {PATH} on its listen address "
+        "(HTTPS when the web config turns TLS on), 1 if not.",
+    )
+    add_settings_arguments(parser)
+    parser.add_argument(
+        "--timeout-seconds", type=float, default=3.0, help="give up after this long (default 3)"
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        web_config = load_web_config(settings.web_config_file)
+    except (ConfigError, WebConfigError) as exc:
+        return fail(COMMAND, 2, f"configuration error: {exc}")
+    host, port = parse_listen_address(settings.listen_address)
+    host = LOOPBACK.get(host, host)
+    if web_config.ssl_context is None:
+        url = f"http://{host}:{port}{PATH}"
+        connection = http.client.HTTPConnection(host, port, timeout=args.timeout_seconds)
+    else:
+        url = f"https://{host}:{port}{PATH}"
+        # The question is whether this exporter answers, not who it is: its certificate may
+        # well name another host than the listen address, so it is not verified.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=args.timeout_seconds, context=context
+        )
+    try:
+        connection.request("GET", PATH)
+        status = connection.getresponse().status
+    except ssl.SSLError as exc:
+        if exc.reason in CLIENT_CERTIFICATE_ALERTS:
+            return 0
+        return fail(COMMAND, 1, f"{url}: {exc}")
+    except (OSError, http.client.HTTPException) as exc:
+        return fail(COMMAND, 1, f"{url}: {exc or type(exc).__name__}")
+    finally:
+        connection.close()
+    if status != 200:
+        return fail(COMMAND, 1, f"{url}: HTTP {status}")
+    return 0
