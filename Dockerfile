@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 # Container image of the ConnectyCube exporter.
 #
-#   docker build -t connectycube-exporter:0.1.0 .
-#   docker run --rm -p 19742:19742 connectycube-exporter:0.1.0 --demo
+#   docker build -t ghcr.io/connectycube-exporter/connectycube-exporter:0.1.0 .
+#   docker run --rm -p 19742:19742 ghcr.io/connectycube-exporter/connectycube-exporter:0.1.0 --demo
 #
+# Released images are published under that name for linux/amd64 and linux/arm64.
 # Arguments after the image name are the exporter's flags (see --help). The final stage
 # has no compiler, no apt lists, no pip cache and no wheels: only Python, the installed
 # package and its dependencies. It runs as UID/GID 10001. Needs BuildKit (the default
@@ -26,8 +27,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11.12-slim-bookworm
 
 ARG VERSION=0.1.0
-# The repository URL is not known to this file: pass --build-arg SOURCE_URL=... in CI.
-ARG SOURCE_URL=""
+ARG SOURCE_URL="https://github.com/connectycube-exporter/connectycube-exporter"
 
 LABEL org.opencontainers.image.title="connectycube-exporter" \
       org.opencontainers.image.description="Prometheus exporter for the ConnectyCube Admin Statistics API" \
@@ -54,9 +54,12 @@ USER 10001:10001
 # The default CONNECTYCUBE_LISTEN_ADDRESS is 0.0.0.0:19742.
 EXPOSE 19742
 
-# No curl in the slim image: Python's urllib raises (exit 1) on any answer but 2xx.
-# It assumes the default listen address; change it here if you move the port.
+# The exporter checks itself: `healthcheck` reads the same settings as the daemon (the
+# listen address, the web config file), asks /-/healthy over HTTPS when TLS is on, and
+# exits 0 when healthy, 1 otherwise; no curl needed. It sees the environment of the
+# container but not the daemon's flags: set CONNECTYCUBE_LISTEN_ADDRESS and
+# CONNECTYCUBE_WEB_CONFIG_FILE as environment variables, not flags.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:19742/-/healthy', timeout=3)"]
+    CMD ["connectycube-exporter", "healthcheck"]
 
 ENTRYPOINT ["connectycube-exporter"]

@@ -1,6 +1,7 @@
 """The Grafana dashboard and its provisioning: the JSON model, and every query run for real.
 
-The live tests start the simulator, the exporter and Prometheus (with the deployed scrape
+The live tests start the simulator, two exporters of the same apps (as during an
+overlapping rollout, or two Prometheus jobs) and Prometheus (with the deployed scrape
 config and rules) once for the module, then evaluate each panel's PromQL the way Grafana
 would send it, with the dashboard variables replaced by concrete values.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from functools import cache
@@ -20,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from exporter import __version__
 from tests.conftest import SECRET_KEY, require_tool
 from tests.processes import Exporter
 from tests.prometheus_server import PrometheusServer, scrape_config_for
@@ -35,6 +38,8 @@ DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 # What Grafana would put in place of its variables. $__rate_interval is at least four
 # scrape intervals (15 s in deploy/prometheus/prometheus.yml), so a rate has two samples.
 GRAFANA_VALUES = {
+    "job": ".*",
+    "instance": ".*",
     "app": ".*",
     "__rate_interval": "1m",
     "__range": "1h",
@@ -80,16 +85,26 @@ def variable(name: str) -> dict[str, Any]:
     return matches[0]
 
 
-def substitute(expr: str) -> str:
+def substitute(expr: str, **values: str) -> str:
     """``expr`` as Grafana would send it to Prometheus, given ``GRAFANA_VALUES``."""
+    chosen = {**GRAFANA_VALUES, **values}
 
     def value(match: re.Match[str]) -> str:
         name = next(group for group in match.groups() if group)
-        if name not in GRAFANA_VALUES:
+        if name not in chosen:
             raise AssertionError(f"unknown Grafana variable ${name} in {expr}")
-        return GRAFANA_VALUES[name]
+        return chosen[name]
 
     return VARIABLE.sub(value, expr)
+
+
+# Queries of the chat counts: each app's count must be taken once, however many exporters
+# export it at once (a rollout, a restart, two jobs).
+COUNT_METRICS = re.compile(r"\bconnectycube_(messages|dialogs)_\w+")
+
+
+def count_queries() -> list[tuple[str, str]]:
+    return [(title, expr) for title, expr in queries() if COUNT_METRICS.search(expr)]
 
 
 # ----------------------------------------------------------------------------- the JSON
@@ -146,21 +161,48 @@ def test_variables() -> None:
     source = variable("datasource")
     assert source["type"] == "datasource"
     assert source["query"] == "prometheus"
-    app = variable("app")
-    assert app["type"] == "query"
-    assert app["datasource"] == DATASOURCE_REF
-    assert app["query"] == "label_values(connectycube_up, app)"
-    assert app["multi"] is True
-    assert app["includeAll"] is True
-    assert app["allValue"] == ".*"
+    names = [v["name"] for v in dashboard()["templating"]["list"]]
+    assert names == ["datasource", "job", "instance", "app"]  # each narrows the next
+    queries = {
+        "job": "label_values(connectycube_exporter_build_info, job)",
+        "instance": 'label_values(connectycube_exporter_build_info{job=~"$job"}, instance)',
+        "app": 'label_values(connectycube_up{job=~"$job", instance=~"$instance"}, app)',
+    }
+    for name, query in queries.items():
+        chosen = variable(name)
+        assert chosen["type"] == "query"
+        assert chosen["datasource"] == DATASOURCE_REF
+        assert chosen["query"] == chosen["definition"] == query
+        assert chosen["multi"] is True
+        assert chosen["includeAll"] is True
+        assert chosen["allValue"] == ".*"
 
 
-def test_every_connectycube_selector_filters_by_app() -> None:
+def test_every_connectycube_selector_follows_job_instance_and_app() -> None:
     for title, expr in queries():
         selectors = re.findall(r"\b(connectycube_\w+)(\{[^}]*\})?", expr)
         assert selectors, title
         for name, matchers in selectors:
-            assert 'app=~"$app"' in matchers, f"{title}: {name} does not follow $app"
+            assert 'job=~"$job"' in matchers, f"{title}: {name} does not follow $job"
+            assert 'instance=~"$instance"' in matchers, f"{title}: {name} ignores $instance"
+            if name != "connectycube_exporter_build_info":  # the one metric without app
+                assert 'app=~"$app"' in matchers, f"{title}: {name} does not follow $app"
+
+
+def test_counts_are_taken_once_per_app_before_they_are_added_up() -> None:
+    """sum() straight over the series would add the copies of two exporter pods."""
+    assert len(count_queries()) >= 10
+    for title, expr in count_queries():
+        assert re.search(r"\bm(ax|in) by \(app\b", expr), f"{title}: no max by (app)"
+        assert not re.search(r"\bsum(\s+by\s*\([^)]*\))?\s*\(\s*(connectycube_|delta)", expr), title
+
+
+def test_version_panel_shows_the_running_version() -> None:
+    (panel,) = [p for p in panels() if p["title"] == "Exporter version"]
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("count by (version) (connectycube_exporter_build_info{")
+    assert target["legendFormat"] == "{{version}}"
+    assert panel["options"]["textMode"] == "value_and_name"
 
 
 def test_every_query_has_known_variables_only() -> None:
@@ -195,8 +237,10 @@ def test_dashboard_provider_reads_the_mounted_folder() -> None:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """Simulator <- exporter <- Prometheus, scraped ``SCRAPES`` times; started once.
 
-    The exporter polls two apps: ``default`` works, ``broken`` has a key the API rejects,
-    so that the health panels see a failing app and its API errors from the start.
+    Each exporter polls two apps: ``default`` works, ``broken`` has a key the API rejects,
+    so that the health panels see a failing app and its API errors from the start. Two
+    exporters of the same apps are scraped, as during an overlapping rollout; the
+    simulator's clock stands still, so that both see the same counts.
     """
     require_tool("prometheus")  # skip before starting anything else
     work = tmp_path_factory.mktemp("dashboard")
@@ -207,20 +251,36 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
         ]
     }
     (work / "apps.yml").write_text(yaml.safe_dump(apps))
+    now = time.time()
     with ExitStack() as stack:
-        server = start_simulator(Simulator(api_keys=[SECRET_KEY]))
+        server = start_simulator(Simulator(api_keys=[SECRET_KEY], clock=lambda: now))
         stack.callback(server.stop)
-        exporter = Exporter(
-            ["--api-url", server.url, "--poll-interval-seconds", "1", "--config-file", "apps.yml"],
-            cwd=work,  # also: no stray .env
-        )
-        stack.callback(exporter.stop)
-        exporter.wait_for_value("connectycube_up", 1, app="default")
-        exporter.wait_for_value("connectycube_up", 0, app="broken")
-        config = scrape_config_for(urlsplit(exporter.url).netloc, work / "config")
+        targets = []
+        for _ in range(2):
+            exporter = Exporter(
+                [
+                    "--api-url",
+                    server.url,
+                    "--poll-interval-seconds",
+                    "1",
+                    "--config-file",
+                    "apps.yml",
+                ],
+                cwd=work,  # also: no stray .env
+            )
+            stack.callback(exporter.stop)
+            exporter.wait_for_value("connectycube_up", 1, app="default")
+            exporter.wait_for_value("connectycube_up", 0, app="broken")
+            targets.append(urlsplit(exporter.url).netloc)
+        config = scrape_config_for(targets[0], work / "config")
+        scrape = yaml.safe_load(config.read_text())
+        (job,) = scrape["scrape_configs"]
+        job["static_configs"] = [{"targets": targets}]
+        config.write_text(yaml.safe_dump(scrape, sort_keys=False))
         prometheus = stack.enter_context(PrometheusServer(config, work / "data"))
         # The first scrape comes up to one interval (15 s) after start, then one per interval.
         prometheus.wait_for_scrapes(SCRAPES, timeout=50)
+        prometheus.targets = targets  # type: ignore[attr-defined]
         yield prometheus
 
 
@@ -234,12 +294,42 @@ def test_query_returns_series(prometheus: PrometheusServer, expr: str) -> None:
         assert not math.isnan(float(series["value"][1])), series
 
 
-@pytest.mark.slow
-def test_app_variable_lists_the_exporters_apps(prometheus: PrometheusServer) -> None:
-    match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable("app")["query"])
+def label_values(prometheus: PrometheusServer, name: str) -> list[str]:
+    """What Grafana lists for the variable ``name``, every other variable on All."""
+    match = re.fullmatch(r"label_values\((\w+(?:\{[^}]*\})?), (\w+)\)", variable(name)["query"])
     assert match is not None
-    metric, label = match.groups()
-    assert prometheus.label_values(label, metric) == ["broken", "default"]
+    selector, label = match.groups()
+    return prometheus.label_values(label, substitute(selector))
+
+
+@pytest.mark.slow
+def test_variables_list_the_jobs_exporters_and_apps(prometheus: PrometheusServer) -> None:
+    assert label_values(prometheus, "job") == ["connectycube"]
+    assert label_values(prometheus, "instance") == sorted(prometheus.targets)  # type: ignore[attr-defined]
+    assert label_values(prometheus, "app") == ["broken", "default"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("expr", [pytest.param(expr, id=title) for title, expr in count_queries()])
+def test_a_second_exporter_of_the_same_apps_changes_no_count(
+    prometheus: PrometheusServer, expr: str
+) -> None:
+    """Both exporters together show what one of them alone shows."""
+    (first, _) = prometheus.targets  # type: ignore[attr-defined]
+    both = prometheus.query(substitute(expr))
+    alone = prometheus.query(substitute(expr, instance=first))  # its own address, a regex
+    assert both
+    assert {json.dumps(s["metric"], sort_keys=True): s["value"][1] for s in both} == {
+        json.dumps(s["metric"], sort_keys=True): s["value"][1] for s in alone
+    }
+
+
+@pytest.mark.slow
+def test_version_panel_counts_the_exporters_of_this_version(prometheus: PrometheusServer) -> None:
+    (panel,) = [p for p in panels() if p["title"] == "Exporter version"]
+    (target,) = panel["targets"]
+    result = prometheus.query(substitute(target["expr"]))
+    assert [(s["metric"], s["value"][1]) for s in result] == [({"version": __version__}, "2")]
 
 
 @pytest.mark.slow
@@ -266,5 +356,5 @@ def test_api_errors_show_the_failing_app_and_zero_for_the_healthy_one(
 def test_app_filter_narrows_to_one_app(prometheus: PrometheusServer) -> None:
     """A single chosen app is a plain regex too; the failing app has no message counts."""
     (expr,) = [expr for title, expr in queries() if title == "API polls"]
-    result = prometheus.query(expr.replace("$app", "broken"))
+    result = prometheus.query(substitute(expr, app="broken"))
     assert [(s["metric"]["app"], s["value"][1]) for s in result] == [("broken", "0")]

@@ -1,8 +1,9 @@
-"""The deployment recipes: Dockerfile, docker compose and the Kubernetes base.
+"""The deployment recipes: the Dockerfile and docker compose (Kubernetes: test_kubernetes.py).
 
-No Docker engine or cluster is at hand, so these tests lint the files (hadolint,
-yamllint) and check that they agree with each other and with the exporter itself: its
-settings, its default port, the routes it serves and its config file loader.
+No Docker engine is at hand, so these tests lint the files (hadolint, yamllint), validate
+the compose file against the compose specification (check-jsonschema), check that they
+agree with each other and with the exporter itself (its settings, its default port, the
+routes it serves), and run the image's HEALTHCHECK command as the container would.
 """
 
 from __future__ import annotations
@@ -24,23 +25,28 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import Settings, env_name, load_apps, load_settings
+from exporter import __version__
+from exporter.config import Settings, env_name
 from exporter.http import create_app
 from exporter.server import Request
 from tests.conftest import require_tool
+from tests.pki import PKI
+from tests.processes import Exporter
+from tests.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
-KUBERNETES = DEPLOY / "kubernetes"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+VERSION = __version__  # the version's one source (pyproject.toml reads it too)
 
 SETTING_ENV_NAMES = frozenset(env_name(field) for field in Settings.model_fields)
 DEFAULT_PORT = int(Settings.model_fields["listen_address"].default.rsplit(":", 1)[1])
 ENV_NAME_PATTERN = re.compile(r"\bCONNECTYCUBE_[A-Z0-9_]*[A-Z0-9]\b")
 PINNED_TAG = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
-IMAGE = "connectycube-exporter"
+IMAGE = "connectycube-exporter"  # the console script, and the repository's name
+PUBLISHED_IMAGE = f"ghcr.io/connectycube-exporter/{IMAGE}"
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -117,26 +123,6 @@ def dockerignored(path: str) -> bool:
     return ignored
 
 
-def kubernetes_objects() -> dict[str, dict[str, Any]]:
-    objects: dict[str, dict[str, Any]] = {}
-    for name in load_yaml(KUBERNETES / "kustomization.yaml")["resources"]:
-        document = load_yaml(KUBERNETES / name)
-        assert document["kind"] not in objects, f"two objects of kind {document['kind']}"
-        objects[document["kind"]] = document
-    return objects
-
-
-@pytest.fixture(scope="module")
-def k8s() -> dict[str, dict[str, Any]]:
-    return kubernetes_objects()
-
-
-@pytest.fixture(scope="module")
-def container(k8s: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    (exporter,) = k8s["Deployment"]["spec"]["template"]["spec"]["containers"]
-    return exporter
-
-
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return load_yaml(COMPOSE_FILE)
@@ -146,20 +132,8 @@ def exporter_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: service
         for name, service in compose["services"].items()
-        if service.get("image", "").partition(":")[0] == IMAGE
+        if service.get("image", "").partition(":")[0] == PUBLISHED_IMAGE
     }
-
-
-def mounted_volume(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
-    """The pod volume whose mount in ``container`` holds ``path``."""
-    mounts = [m for m in container["volumeMounts"] if is_under(path, m["mountPath"])]
-    assert len(mounts) == 1, f"{path} is under {len(mounts)} volume mounts, not one"
-    (volume,) = [v for v in pod["volumes"] if v["name"] == mounts[0]["name"]]
-    return volume
-
-
-def alerts_groups() -> list[dict[str, Any]]:
-    return load_yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"]
 
 
 def scrape_job() -> dict[str, Any]:
@@ -242,13 +216,71 @@ def test_exposed_port_is_the_default_listen_port() -> None:
     assert only(final_stage(), "EXPOSE") in (str(DEFAULT_PORT), f"{DEFAULT_PORT}/tcp")
 
 
-def test_healthcheck_asks_a_route_the_exporter_serves() -> None:
+def healthcheck_command() -> list[str]:
     healthcheck = only(final_stage(), "HEALTHCHECK")
-    command = json.loads(healthcheck.partition("CMD ")[2])  # exec form: no shell needed
-    url = f"http://127.0.0.1:{DEFAULT_PORT}/-/healthy"
-    assert command[0] == "python"
-    assert url in command[-1]
+    command: list[str] = json.loads(healthcheck.partition("CMD ")[2])  # exec form, no shell
+    return command
+
+
+def test_healthcheck_is_the_exporters_own_subcommand() -> None:
+    """No curl, no port written down: the exporter reads its own settings."""
+    assert healthcheck_command() == [IMAGE, "healthcheck"]
+    assert IMAGE in PYPROJECT["scripts"]
     assert status_of("/-/healthy") == "200 OK"
+
+
+@pytest.fixture
+def tls_web_config(pki: PKI, tmp_path: Path) -> Path:
+    web_config = tmp_path / "web-config.yml"
+    web_config.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": str(pki.server_cert),
+                    "key_file": str(pki.server_key),
+                }
+            }
+        )
+    )
+    return web_config
+
+
+def run_healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The image's HEALTHCHECK command, with only the container's environment."""
+    command = healthcheck_command()
+    script = Path(sys.executable).parent / command[0]  # the console script, as installed
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
+    return subprocess.run(
+        [str(script), *command[1:]],
+        env={**clean, **env},
+        cwd=Path(sys.executable).parent,  # no stray .env
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_healthcheck_passes_against_a_tls_exporter_and_fails_once_it_is_down(
+    tls_web_config: Path, tmp_path: Path
+) -> None:
+    """The settings come from the environment, as in the container: the listen address
+    and the web config; the check must speak HTTPS to pass."""
+    address = f"127.0.0.1:{free_port()}"
+    env = {
+        env_name("listen_address"): address,
+        env_name("web_config_file"): str(tls_web_config),
+    }
+    exporter = Exporter(["--demo", "--listen-address", address], env=env, cwd=tmp_path)
+    try:
+        assert exporter.url == f"https://{address}"
+        result = run_healthcheck(env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        exporter.stop()
+    result = run_healthcheck(env)
+    assert result.returncode == 1, result.stdout + result.stderr  # Docker reserves 2
 
 
 def test_entrypoint_is_the_console_script_in_exec_form() -> None:
@@ -272,9 +304,9 @@ def test_final_stage_installs_the_project_wheel_and_keeps_no_build_leftovers() -
     assert "PIP_NO_CACHE_DIR=1" in env
 
 
-def test_image_version_and_labels_match_pyproject() -> None:
+def test_image_version_and_labels_match_the_package() -> None:
     stage = final_stage()
-    assert f"ARG VERSION={PYPROJECT['version']}" in [f"{k} {a}" for k, a in stage]
+    assert f"ARG VERSION={VERSION}" in [f"{k} {a}" for k, a in stage]
     labels = only(stage, "LABEL")
     for key in ("title", "description", "source", "licenses", "version"):
         assert f"org.opencontainers.image.{key}=" in labels
@@ -290,169 +322,6 @@ def test_builder_gets_what_the_build_needs_and_dockerignore_keeps_out_the_rest()
         assert not dockerignored(path), path
     for path in [".git", ".venv", ".env", "tests/test_deploy.py", "deploy/secrets/x", "a.md"]:
         assert dockerignored(path), path
-
-
-# --- Kubernetes ------------------------------------------------------------------------
-
-
-def test_kustomization_lists_every_manifest_and_sets_no_namespace() -> None:
-    kustomization = load_yaml(KUBERNETES / "kustomization.yaml")
-    manifests = sorted(p.name for p in KUBERNETES.iterdir() if p.suffix in (".yaml", ".yml"))
-    manifests.remove("kustomization.yaml")
-    assert sorted(kustomization["resources"]) == manifests
-    assert "namespace" not in kustomization
-
-
-def test_probes_hit_routes_the_exporter_serves_on_the_named_port(
-    container: dict[str, Any],
-) -> None:
-    (port,) = container["ports"]
-    assert port == {"name": "metrics", "containerPort": DEFAULT_PORT, "protocol": "TCP"}
-    for probe, path in (("livenessProbe", "/-/healthy"), ("readinessProbe", "/-/ready")):
-        http_get = container[probe]["httpGet"]
-        assert http_get == {"path": path, "port": port["name"]}
-        assert status_of(http_get["path"]) == "200 OK"
-
-
-def test_service_and_deployment_agree_on_port_and_labels(k8s: dict[str, dict[str, Any]]) -> None:
-    deployment, service = k8s["Deployment"], k8s["Service"]
-    template = deployment["spec"]["template"]
-    pod_labels = template["metadata"]["labels"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert service["spec"]["type"] == "ClusterIP"
-    assert service["metadata"]["labels"]["app.kubernetes.io/name"] == IMAGE
-    (container,) = template["spec"]["containers"]
-    (container_port,) = container["ports"]
-    (service_port,) = service["spec"]["ports"]
-    assert service_port["name"] == "metrics"
-    assert service_port["targetPort"] == container_port["name"]
-    assert service_port["port"] == container_port["containerPort"] == DEFAULT_PORT
-
-
-def test_deployment_runs_locked_down(k8s: dict[str, dict[str, Any]]) -> None:
-    pod = k8s["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    uid, gid = docker_user()
-    security = pod["securityContext"]
-    assert security["runAsNonRoot"] is True
-    assert (security["runAsUser"], security["fsGroup"]) == (uid, gid)
-    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert container["securityContext"] == {
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    for kind in ("requests", "limits"):
-        assert set(container["resources"][kind]) == {"cpu", "memory"}
-    assert container["image"] == f"{IMAGE}:{PYPROJECT['version']}"
-    assert "args" not in container
-    assert "command" not in container
-
-
-def test_deployment_env_names_settings_and_reads_the_key_from_the_secret(
-    k8s: dict[str, dict[str, Any]],
-) -> None:
-    pod = k8s["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
-    assert set(env) <= SETTING_ENV_NAMES
-    key_file = env[env_name("api_key_file")]
-    volume = mounted_volume(pod, container, key_file)
-    secret = k8s["Secret"]
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    assert PurePosixPath(key_file).name in secret["stringData"]
-    assert env_name("api_key") not in env
-
-
-def test_configmap_is_mounted_where_the_documented_config_file_path_points(
-    k8s: dict[str, dict[str, Any]],
-) -> None:
-    pod = k8s["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    configmap = k8s["ConfigMap"]
-    (mount,) = [
-        m
-        for m in container["volumeMounts"]
-        if any(
-            v["name"] == m["name"]
-            and v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
-            for v in pod["volumes"]
-        )
-    ]
-    config_file = f"{mount['mountPath']}/apps.yml"
-    assert "apps.yml" in configmap["data"]
-    # The switch to several apps is a commented env entry: it must name this path.
-    text = (KUBERNETES / "deployment.yaml").read_text(encoding="utf-8")
-    assert re.search(rf"{env_name('config_file')}\s*\n\s*#\s*value: {re.escape(config_file)}", text)
-    # The pod's own /tmp, an emptyDir, since the root file system is read-only.
-    (writable,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108
-    (tmp,) = [v for v in pod["volumes"] if v["name"] == writable["name"]]
-    assert "emptyDir" in tmp
-
-
-def test_configmap_apps_file_is_accepted_by_the_exporter(
-    k8s: dict[str, dict[str, Any]], clean_env: Path
-) -> None:
-    pod = k8s["Deployment"]["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    text = k8s["ConfigMap"]["data"]["apps.yml"]
-    apps = yaml.safe_load(text)["apps"]
-    key_files = [app["api_key_file"] for app in apps]
-    assert len(key_files) == len(apps) >= 2  # every app's key comes from a file
-    secret_mounts = {
-        mounted_volume(pod, container, path)["secret"]["secretName"] for path in key_files
-    }
-    assert secret_mounts == {k8s["Secret"]["metadata"]["name"]}
-    (mount,) = {
-        m["mountPath"] for m in container["volumeMounts"] if is_under(key_files[0], m["mountPath"])
-    }
-    # Stand-in key files where the Secret would be, and the same text pointing at them.
-    fake_mount = clean_env / "secret"
-    fake_mount.mkdir()
-    for number, path in enumerate(key_files):
-        (fake_mount / PurePosixPath(path).relative_to(mount)).write_text(f"key-{number}\n")
-    config = clean_env / "apps.yml"
-    config.write_text(text.replace(f"{mount}/", f"{fake_mount}/"), encoding="utf-8")
-    loaded = load_apps(load_settings({"config_file": config}))
-    assert [app.name for app in loaded] == [app["name"] for app in apps]
-    assert [app.api_key.get_secret_value() for app in loaded] == [
-        f"key-{n}" for n in range(len(apps))
-    ]
-
-
-def test_servicemonitor_selects_the_service_and_names_the_alerts_job(
-    k8s: dict[str, dict[str, Any]],
-) -> None:
-    monitor, service = k8s["ServiceMonitor"], k8s["Service"]
-    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= service["metadata"]["labels"].items()
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
-    assert endpoint["path"] == scrape_job()["metrics_path"]
-    assert endpoint["interval"] == "30s"
-    # The operator would name the job after the Service; the alerts expect the job of
-    # deploy/prometheus/prometheus.yml.
-    (relabel,) = [r for r in endpoint["relabelings"] if r["targetLabel"] == "job"]
-    job = scrape_job()["job_name"]
-    assert relabel == {"action": "replace", "targetLabel": "job", "replacement": job}
-    alert_jobs = {
-        match
-        for group in alerts_groups()
-        for rule in group["rules"]
-        for match in re.findall(r'job="([^"]+)"', rule["expr"])
-    }
-    assert alert_jobs == {job}
-
-
-def test_prometheusrule_carries_exactly_the_alerts_of_deploy_prometheus(
-    k8s: dict[str, dict[str, Any]],
-) -> None:
-    rule = k8s["PrometheusRule"]
-    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule["spec"]["groups"] == alerts_groups()
 
 
 # --- docker compose --------------------------------------------------------------------
@@ -477,14 +346,40 @@ def test_compose_services_and_profiles(compose: dict[str, Any]) -> None:
     assert re.search(r"^COMPOSE_PROFILES=live$", example, re.MULTILINE)
 
 
-def test_compose_images_are_pinned_or_built_here(compose: dict[str, Any]) -> None:
+def test_compose_images_are_pinned_and_the_exporter_is_the_published_one(
+    compose: dict[str, Any],
+) -> None:
     for name, service in compose["services"].items():
-        if "build" in service:
+        assert PINNED_TAG.match(service["image"]), f"{name}: {service['image']}"
+        if "build" in service:  # built from this checkout when it cannot be pulled
             assert (COMPOSE_FILE.parent / service["build"]["context"]).resolve() == ROOT
-            assert service["image"].partition(":")[0] == IMAGE, name
-        else:
-            assert PINNED_TAG.match(service["image"]), f"{name}: {service['image']}"
+            assert service["image"] == f"{PUBLISHED_IMAGE}:{VERSION}", name
     assert set(exporter_services(compose)) == {"exporter", "exporter-demo"}
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    assert text.count(PUBLISHED_IMAGE) == 1  # named once, for both exporter services
+
+
+def check_jsonschema(*args: str) -> subprocess.CompletedProcess[str]:
+    beside_python = Path(sys.executable).parent / "check-jsonschema"
+    tool = str(beside_python) if beside_python.exists() else require_tool("check-jsonschema")
+    return subprocess.run(
+        [tool, "--builtin-schema", "vendor.compose-spec", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_compose_file_validates_against_the_compose_specification(tmp_path: Path) -> None:
+    result = check_jsonschema(str(COMPOSE_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The schema is really applied: a misspelt key is refused.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE_FILE.read_text().replace("restart:", "restarts:", 1))
+    result = check_jsonschema(str(broken))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "restarts" in result.stdout + result.stderr
 
 
 def test_compose_exporters_answer_as_the_scrape_target(compose: dict[str, Any]) -> None:
@@ -566,9 +461,3 @@ def test_grafana_provisioning_points_at_the_compose_mounts(compose: dict[str, An
     }
     assert urls == {"http://prometheus:9090"}
     assert "prometheus" in compose["services"]
-
-
-def test_package_version_matches_pyproject() -> None:
-    import exporter
-
-    assert exporter.__version__ == PYPROJECT["version"]
