@@ -1,25 +1,20 @@
 """The web configuration file of the Prometheus exporter-toolkit: TLS, basic auth, headers.
 
 ``load_web_config`` reads the format of every official exporter's ``--web.config.file``
-(the toolkit's docs/web-configuration.md), once, at start-up, into a ``WebConfig``: an
-``ssl.SSLContext`` for the listening socket, the basic auth users' bcrypt hashes and the
-headers to add to every response. A problem is a one-line ``WebConfigError`` naming the
-file and the problem, never a password hash or a private key.
+once, at start-up, into a ``WebConfig``: an ``ssl.SSLContext`` for the listening socket,
+the basic auth users' bcrypt hashes and the headers of every response. A problem is a
+one-line ``WebConfigError`` naming the file, never a password hash or a private key.
 
-Where Python's ``ssl`` (OpenSSL) cannot do what Go does, the closest safe choice:
-
-- ``client_auth_type``: ``RequestClientCert`` asks for no certificate (Go never checks
-  the one it asks for, so it grants nothing); ``RequireAnyClientCert`` (old name
-  ``RequireClientCert``) also verifies the certificate, so it needs ``client_ca_file``.
-- ``cipher_suites``: Go's names of TLS 1.0-1.2 suites are mapped to OpenSSL's; TLS 1.3
-  suites are accepted and ignored, as in Go. ``prefer_server_cipher_suites`` is applied.
-- ``curve_preferences``: one curve is applied; with several (Python 3.11 cannot set a
-  list) OpenSSL's default list of strong curves stays. ``min_version: TLS10`` or ``TLS11``
-  is applied, but OpenSSL's security level may still refuse TLS below 1.2.
-- ``http2`` is accepted and ignored (HTTP/1.1 only); ``client_allowed_sans`` and
-  ``rate_limit`` are refused rather than silently dropped. The file is read once.
-- Stricter: duplicate keys, both ``cert`` and ``cert_file`` (or ``key``, ``client_ca``),
-  a ``tls_server_config`` without certificate and key, and user names holding ``:``.
+Where Python's ``ssl`` (OpenSSL) cannot do what Go does, the closest safe choice is made.
+``RequestClientCert`` asks for no certificate (Go never checks it, so it grants nothing);
+``RequireAnyClientCert`` (old name ``RequireClientCert``) also verifies it, so it needs
+``client_ca_file``. Go's names of TLS 1.0-1.2 ``cipher_suites`` map to OpenSSL's; TLS 1.3
+ones are accepted and ignored, as in Go. One curve of ``curve_preferences`` is applied; of
+several (Python 3.11 cannot set a list), OpenSSL's default strong list stays. OpenSSL's
+security level may still refuse a ``min_version`` below TLS12. ``http2`` is ignored (HTTP/1.1
+only); ``client_allowed_sans`` and ``rate_limit`` are refused rather than silently dropped.
+Stricter than the toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``,
+``client_ca`` alike), a missing certificate or key, and user names holding ``:``.
 """
 
 from __future__ import annotations
@@ -208,20 +203,15 @@ class WebConfig:
 
     def authorized(self, authorization_header: str | None) -> bool:
         """Whether an ``Authorization`` header lets the request in (always, without users).
-
-        Thread-safe; never raises. Only the first success of given credentials pays bcrypt.
-        """
+        Thread-safe, never raises; only the first success of given credentials pays bcrypt."""
         if not self.users:
             return True
         credentials = _parse_basic(authorization_header)
         return credentials is not None and self._auth.check(*credentials)
 
     def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
-        """``authorized``'s answer if it costs no bcrypt run, else None; never blocks.
-
-        None when only ``authorized`` can tell: a first check, a wrong password, an unknown
-        user (each takes bcrypt's time).
-        """
+        """``authorized``'s answer if it costs no bcrypt run (never blocks), else None: for a
+        first check, a wrong password or an unknown user, which each take bcrypt's time."""
         if not self.users:
             return True
         credentials = _parse_basic(authorization_header)
@@ -296,10 +286,10 @@ def _headers(headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     checked = []
     for name, value in headers.items():
         where = f"http_server_config.headers.{name}"
-        allowed = _HEADERS.get(name, ())
         if name not in _HEADERS:
             only = ", ".join(_HEADERS)
             raise FileProblem(f"{where}: this header can not be configured (only {only})")
+        allowed = _HEADERS[name]
         if value is None or value == "":
             continue  # blank means unset, as in the toolkit
         if isinstance(value, bool) or not isinstance(value, str | int):
@@ -313,43 +303,41 @@ def _headers(headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(checked)
 
 
-def _tls_problem(setting: str, problem: str) -> FileProblem:
-    return FileProblem(f"tls_server_config{setting}: {problem}")
+def _tls_problem(problem: str, setting: str = "") -> FileProblem:
+    return FileProblem(f"tls_server_config{'.' if setting else ''}{setting}: {problem}")
 
 
 def _check(tls: _TLSServerConfig) -> None:
     """What the schema cannot say of ``tls_server_config``."""
     for inline in ("cert", "key", "client_ca"):
         if getattr(tls, inline) is not None and getattr(tls, inline + "_file") is not None:
-            raise _tls_problem("", f"give {inline} or {inline}_file, not both")
+            raise _tls_problem(f"give {inline} or {inline}_file, not both")
     if tls.cert is None and tls.cert_file is None:
-        raise _tls_problem("", "cert_file (or cert) is required")
+        raise _tls_problem("cert_file (or cert) is required")
     if tls.key is None and tls.key_file is None:
-        raise _tls_problem("", "key_file (or key) is required")
+        raise _tls_problem("key_file (or key) is required")
     auth_type = tls.client_auth_type or "NoClientCert"
     if auth_type not in _CLIENT_AUTH:
         choices = ", ".join(name for name in _CLIENT_AUTH if name != "RequireClientCert")
-        raise _tls_problem(".client_auth_type", f"unknown value (expected {choices})")
+        raise _tls_problem(f"unknown value (expected {choices})", "client_auth_type")
     has_ca = tls.client_ca is not None or tls.client_ca_file is not None
     if has_ca and auth_type == "NoClientCert":
-        raise _tls_problem("", "client_ca_file is set but client_auth_type is NoClientCert")
+        raise _tls_problem("client_ca_file is set but client_auth_type is NoClientCert")
     if _CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not has_ca:
-        raise _tls_problem("", f"client_auth_type {auth_type} needs client_ca_file")
+        raise _tls_problem(f"client_auth_type {auth_type} needs client_ca_file")
     for name in ("min_version", "max_version"):
         if getattr(tls, name) and getattr(tls, name) not in _TLS_VERSIONS:
             expected = ", ".join(_TLS_VERSIONS)
-            raise _tls_problem(f".{name}", f"unknown TLS version (expected {expected})")
+            raise _tls_problem(f"unknown TLS version (expected {expected})", name)
     if _TLS_VERSIONS[tls.min_version or "TLS12"] > _TLS_VERSIONS[tls.max_version or "TLS13"]:
-        raise _tls_problem("", "min_version is above max_version")
+        raise _tls_problem("min_version is above max_version")
     for name in tls.cipher_suites or []:
         if name not in _CIPHERS_TLS12 and name not in _CIPHERS_TLS13:
-            raise _tls_problem(".cipher_suites", f"unknown cipher {name!r}")
+            raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
     for name in tls.curve_preferences or []:
         if name not in _CURVES:
-            expected = ", ".join(_CURVES)
-            raise _tls_problem(
-                ".curve_preferences", f"unknown curve {name!r} (expected {expected})"
-            )
+            problem = f"unknown curve {name!r} (expected {', '.join(_CURVES)})"
+            raise _tls_problem(problem, "curve_preferences")
 
 
 def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
@@ -362,7 +350,7 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
             try:  # OpenSSL's errors do not say which file is missing
                 file.open("rb").close()
             except OSError as exc:
-                raise _tls_problem(f".{name}", f"cannot read {file} ({exc.strerror})") from None
+                raise _tls_problem(f"cannot read {file} ({exc.strerror})", name) from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 or 1.1: as asked
@@ -375,7 +363,7 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
             context.load_verify_locations(ca_file, cadata=None if ca_file else tls.client_ca)
         except (ssl.SSLError, OSError, ValueError) as exc:
             name = f"client_ca_file {ca_file}" if ca_file else "client_ca"
-            raise _tls_problem("", f"cannot load {name} ({_ssl_reason(exc)})") from None
+            raise _tls_problem(f"cannot load {name} ({_ssl_reason(exc)})") from None
     context.verify_mode = _CLIENT_AUTH[tls.client_auth_type or "NoClientCert"]
     ciphers = [_CIPHERS_TLS12[name] for name in tls.cipher_suites or [] if name in _CIPHERS_TLS12]
     if ciphers:
@@ -383,7 +371,7 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
             context.set_ciphers(":".join(ciphers))
         except ssl.SSLError:
             problem = "none of these is available in OpenSSL"
-            raise _tls_problem(".cipher_suites", problem) from None
+            raise _tls_problem(problem, "cipher_suites") from None
     if tls.prefer_server_cipher_suites is False:  # the toolkit's default is true
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
@@ -392,15 +380,6 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
         context.set_ecdh_curve(_CURVES[tls.curve_preferences[0]])
     context.set_alpn_protocols(["http/1.1"])  # http2 is accepted but not served
     return context
-
-
-class _EncryptedKeyError(Exception):
-    """Raised by the password callback: a daemon cannot type a passphrase."""
-
-
-def _no_passphrase() -> bytes:
-    # Without a callback OpenSSL would prompt on the terminal and hang the start-up.
-    raise _EncryptedKeyError
 
 
 def _load_cert_chain(
@@ -412,21 +391,24 @@ def _load_cert_chain(
     secret = tls.key.get_secret_value() if tls.key else ""
     key = key_file.read_bytes() if key_file else secret.encode()
     if b"CERTIFICATE-----" not in cert:
-        raise _tls_problem("", f"{cert_name} is not a PEM certificate")
+        raise _tls_problem(f"{cert_name} is not a PEM certificate")
     if b"PRIVATE KEY-----" not in key:
-        raise _tls_problem("", f"{key_name} is not a PEM private key")
+        raise _tls_problem(f"{key_name} is not a PEM private key")
+
+    def refuse_passphrase() -> bytes:
+        # A daemon cannot type one: without this, OpenSSL would prompt on the terminal.
+        raise _tls_problem(f"{key_name} is encrypted; give an unencrypted key")
+
     # load_cert_chain reads only files: inline PEM goes to a private temporary directory
     # (mode 0700, files 0600), removed as soon as OpenSSL has read it.
     with tempfile.TemporaryDirectory(prefix="webconfig-") as tmp:
         cert_file = cert_file or _write_private(Path(tmp) / "cert.pem", cert)
         key_file = key_file or _write_private(Path(tmp) / "key.pem", key)
         try:
-            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-        except _EncryptedKeyError:
-            raise _tls_problem("", f"{key_name} is encrypted; give an unencrypted key") from None
+            context.load_cert_chain(cert_file, key_file, password=refuse_passphrase)
         except (ssl.SSLError, OSError) as exc:
             problem = f"cannot load {cert_name} with {key_name} ({_ssl_reason(exc)})"
-            raise _tls_problem("", problem) from None
+            raise _tls_problem(problem) from None
 
 
 def _write_private(file: Path, data: bytes) -> Path:
