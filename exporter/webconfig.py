@@ -33,10 +33,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Any
 
 import bcrypt
-from pydantic import AfterValidator, BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from exporter.settingsfile import FileProblem, read_yaml
 
@@ -96,6 +96,8 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # latin-1 without CR, LF
 _BCRYPT_HASH = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 BCRYPT_MAX_PASSWORD_BYTES = 72
 _CACHE_SIZE = 1024  # successful checks kept: a few (user, password) pairs are expected
+# Refused rather than ignored: silently dropping a restriction the operator asked for is unsafe.
+NOT_SUPPORTED = "not supported by this exporter"
 
 
 class WebConfigError(Exception):
@@ -223,15 +225,6 @@ class WebConfig:
 # --- the file ----------------------------------------------------------------------------
 
 
-def _not_supported(value: Any) -> Any:
-    if value is not None:
-        raise ValueError("not supported by this exporter")
-    return value
-
-
-Unsupported = Annotated[Any, AfterValidator(_not_supported)]
-
-
 class _Strict(BaseModel):
     # strict: YAML already gives typed values; coercing "yes" or 1 would hide mistakes.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -245,7 +238,7 @@ class _TLSServerConfig(_Strict):
     key_file: str | None = None
     client_auth_type: str | None = None
     client_ca_file: str | None = None
-    client_allowed_sans: Unsupported = None
+    client_allowed_sans: list[str] | None = None
     min_version: str | None = None
     max_version: str | None = None
     cipher_suites: list[str] | None = None
@@ -262,7 +255,7 @@ class _WebConfigFile(_Strict):
     tls_server_config: _TLSServerConfig | None = None
     http_server_config: _HTTPServerConfig | None = None
     basic_auth_users: dict[str, str] | None = None
-    rate_limit: Unsupported = None
+    rate_limit: Any = None
 
     @model_validator(mode="before")
     @classmethod
@@ -316,6 +309,8 @@ def _check(tls: _TLSServerConfig) -> None:
         raise _tls_problem("cert_file (or cert) is required")
     if tls.key is None and tls.key_file is None:
         raise _tls_problem("key_file (or key) is required")
+    if tls.client_allowed_sans is not None:
+        raise _tls_problem(NOT_SUPPORTED, "client_allowed_sans")
     auth_type = tls.client_auth_type or "NoClientCert"
     if auth_type not in _CLIENT_AUTH:
         choices = ", ".join(name for name in _CLIENT_AUTH if name != "RequireClientCert")
@@ -331,13 +326,6 @@ def _check(tls: _TLSServerConfig) -> None:
             raise _tls_problem(f"unknown TLS version (expected {expected})", name)
     if _TLS_VERSIONS[tls.min_version or "TLS12"] > _TLS_VERSIONS[tls.max_version or "TLS13"]:
         raise _tls_problem("min_version is above max_version")
-    for name in tls.cipher_suites or []:
-        if name not in _CIPHERS_TLS12 and name not in _CIPHERS_TLS13:
-            raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
-    for name in tls.curve_preferences or []:
-        if name not in _CURVES:
-            problem = f"unknown curve {name!r} (expected {', '.join(_CURVES)})"
-            raise _tls_problem(problem, "curve_preferences")
 
 
 def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
@@ -365,6 +353,9 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
             name = f"client_ca_file {ca_file}" if ca_file else "client_ca"
             raise _tls_problem(f"cannot load {name} ({_ssl_reason(exc)})") from None
     context.verify_mode = _CLIENT_AUTH[tls.client_auth_type or "NoClientCert"]
+    for name in tls.cipher_suites or []:
+        if name not in _CIPHERS_TLS12 and name not in _CIPHERS_TLS13:
+            raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
     ciphers = [_CIPHERS_TLS12[name] for name in tls.cipher_suites or [] if name in _CIPHERS_TLS12]
     if ciphers:
         try:
@@ -376,6 +367,10 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    for name in tls.curve_preferences or []:
+        if name not in _CURVES:
+            problem = f"unknown curve {name!r} (expected {', '.join(_CURVES)})"
+            raise _tls_problem(problem, "curve_preferences")
     if tls.curve_preferences and len(tls.curve_preferences) == 1:
         context.set_ecdh_curve(_CURVES[tls.curve_preferences[0]])
     context.set_alpn_protocols(["http/1.1"])  # http2 is accepted but not served
@@ -438,6 +433,8 @@ def load_web_config(path: Path | None) -> WebConfig:
         return WebConfig(None, {}, ())
     try:
         parsed = read_yaml(path, _WebConfigFile)
+        if parsed.rate_limit is not None:
+            raise FileProblem(f"rate_limit: {NOT_SUPPORTED}")
         users = _users(parsed.basic_auth_users or {})
         http = parsed.http_server_config
         headers = _headers((http.headers if http else None) or {})
