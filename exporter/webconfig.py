@@ -97,7 +97,7 @@ _BCRYPT_HASH = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{5
 BCRYPT_MAX_PASSWORD_BYTES = 72
 _CACHE_SIZE = 1024  # successful checks kept: a few (user, password) pairs are expected
 # Refused rather than ignored: silently dropping a restriction the operator asked for is unsafe.
-NOT_SUPPORTED = "not supported by this exporter"
+_NOT_SUPPORTED = "not supported by this exporter"
 
 
 class WebConfigError(Exception):
@@ -310,7 +310,7 @@ def _check(tls: _TLSServerConfig) -> None:
     if tls.key is None and tls.key_file is None:
         raise _tls_problem("key_file (or key) is required")
     if tls.client_allowed_sans is not None:
-        raise _tls_problem(NOT_SUPPORTED, "client_allowed_sans")
+        raise _tls_problem(_NOT_SUPPORTED, "client_allowed_sans")
     auth_type = tls.client_auth_type or "NoClientCert"
     if auth_type not in _CLIENT_AUTH:
         choices = ", ".join(name for name in _CLIENT_AUTH if name != "RequireClientCert")
@@ -434,7 +434,7 @@ def load_web_config(path: Path | None) -> WebConfig:
     try:
         parsed = read_yaml(path, _WebConfigFile)
         if parsed.rate_limit is not None:
-            raise FileProblem(f"rate_limit: {NOT_SUPPORTED}")
+            raise FileProblem(f"rate_limit: {_NOT_SUPPORTED}")
         users = _users(parsed.basic_auth_users or {})
         http = parsed.http_server_config
         headers = _headers((http.headers if http else None) or {})
