@@ -59,6 +59,7 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 
 def _repeated(values: Iterable[str]) -> str:
+    """The values given more than once, sorted and comma separated; "" if none."""
     return ", ".join(sorted(value for value, count in Counter(values).items() if count > 1))
 
 
