@@ -1,15 +1,15 @@
 """Settings: loaded from flags, the environment and a ``.env`` file, validated at start-up.
 
-``Settings`` holds every setting (``CONNECTYCUBE_*``). ``load_apps`` turns them, and
-the optional YAML config file, into the list of ConnectyCube apps to poll. Every
-problem is raised as ``ConfigError`` with one line naming the setting, never the
-value, so that an API key can never reach the terminal through an error.
+``Settings`` holds every setting (``CONNECTYCUBE_*``); ``load_apps`` turns them, and the
+optional YAML config file, into the ConnectyCube apps to poll. Every problem is a one-line
+``ConfigError`` naming the setting, never the value: an API key never reaches the terminal.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +24,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -33,11 +32,17 @@ from exporter.api import type_name
 from exporter.settingsfile import FileProblem, describe_validation_error, read_small_text, read_yaml
 
 ENV_PREFIX = "CONNECTYCUBE_"
-DEFAULT_PORT = 19742
-DEFAULT_API_URL = "https://api.connectycube.com"
 TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_KEY_FILE_BYTES = 4096
 MAX_KEY_LENGTH = 512  # ConnectyCube's keys are a few dozen characters
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message is one line fit for the user."""
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -53,46 +58,47 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message is one line fit for the user."""
+def _repeated(values: Iterable[str]) -> str:
+    """The values given more than once, sorted and comma separated; "" if none."""
+    return ", ".join(sorted(value for value, count in Counter(values).items() if count > 1))
 
 
-def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
-
-
-def _split_dialog_types(value: Any) -> Any:
-    """Accept ``1,2,3`` from the environment or a flag as well as a list."""
+def _comma_separated(value: Any) -> Any:
+    """``1,2,3`` from the environment or a flag, as well as a list."""
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
 
 
-def _check_dialog_types(value: list[int]) -> list[int]:
-    if not value:
-        raise ValueError("at least one dialog type code is needed")
-    if any(code < 1 for code in value):
-        raise ValueError("dialog type codes are positive integers")
-    return list(dict.fromkeys(value))  # drop repeats, keep the order given
-
-
-def _split_type_names(value: Any) -> Any:
-    """Accept ``1=public,4=broadcast`` from the environment or a flag as well as a mapping."""
+def _code_name_pairs(value: Any) -> Any:
+    """``1=public,4=broadcast`` from the environment or a flag, as well as a mapping."""
     if isinstance(value, str):
-        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        pairs = [part.partition("=") for part in _comma_separated(value)]
         if any(not equals for _, equals, _ in pairs):
             raise ValueError("expected CODE=NAME pairs, comma separated")
         return {code.strip(): name.strip() for code, _, name in pairs}
     return value
 
 
-def _check_type_names(value: dict[int, str]) -> dict[int, str]:
-    for code, name in value.items():
-        if code < 1:
-            raise ValueError("dialog type codes are positive integers")
+def _check_code(code: int) -> None:
+    if code < 1:
+        raise ValueError("dialog type codes are positive integers")
+
+
+def _check_dialog_types(codes: list[int]) -> list[int]:
+    if not codes:
+        raise ValueError("at least one dialog type code is needed")
+    for code in codes:
+        _check_code(code)
+    return list(dict.fromkeys(codes))  # drop repeats, keep the order given
+
+
+def _check_type_names(names: dict[int, str]) -> dict[int, str]:
+    for code, name in names.items():
+        _check_code(code)
         if not TYPE_NAME.fullmatch(name):
             raise ValueError("a dialog type name is 1 to 64 letters, digits, _ or -")
-    return value
+    return names
 
 
 def _check_api_url(value: str) -> str:
@@ -107,157 +113,112 @@ def _check_api_url(value: str) -> str:
     return value.rstrip("/")
 
 
-# Each field's parsing and checks, written once for the settings and the config file.
+def _check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}") from None
+    return name
+
+
+def _check_listen_address(address: str) -> str:
+    parse_listen_address(address)
+    return address
+
+
+def _any_case(convert: Callable[[str], str]) -> BeforeValidator:
+    return BeforeValidator(lambda value: convert(value) if isinstance(value, str) else value)
+
+
 DialogTypes = Annotated[
-    list[int], NoDecode, BeforeValidator(_split_dialog_types), AfterValidator(_check_dialog_types)
+    list[int], NoDecode, BeforeValidator(_comma_separated), AfterValidator(_check_dialog_types)
 ]
 TypeNames = Annotated[
-    dict[int, str], NoDecode, BeforeValidator(_split_type_names), AfterValidator(_check_type_names)
+    dict[int, str], NoDecode, BeforeValidator(_code_name_pairs), AfterValidator(_check_type_names)
 ]
 ApiUrl = Annotated[str, AfterValidator(_check_api_url)]
+Zone = Annotated[str, AfterValidator(_check_zone)]
+ListenAddress = Annotated[str, AfterValidator(_check_listen_address)]
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _any_case(str.upper)]
+LogFormat = Annotated[Literal["text", "json"], _any_case(str.lower)]
+Timeout = Annotated[float, Field(gt=0, le=3600)]
 
 
 class Settings(BaseSettings):
-    """Every setting of the exporter; each is ``CONNECTYCUBE_<NAME>`` or ``--<name>``."""
+    """Every setting: ``CONNECTYCUBE_<NAME>`` or ``--<name>``, described by its docstring."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=".env",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
     )
 
-    api_key: SecretStr | None = Field(None, description="admin API key of the app")
-    api_key_file: Path | None = Field(
-        None, description="file holding the API key (Docker or Kubernetes secret)"
-    )
-    api_url: ApiUrl = Field(DEFAULT_API_URL, description="base URL of the ConnectyCube API")
-    app_name: str = Field("default", min_length=1, description="value of the app label")
-    dialog_types: DialogTypes = Field(
-        [1, 2, 3, 4], description="dialog type codes to break down, comma separated"
-    )
-    dialog_type_names: TypeNames = Field(
-        {},
-        description="label names of dialog type codes, e.g. 1=public,4=broadcast, over the "
-        "REST docs' 1=broadcast,2=group,3=private,4=public,5=meeting",
-    )
-    poll_interval_seconds: float = Field(
-        60.0, ge=0.01, le=86400, allow_inf_nan=False, description="seconds between polls"
-    )
-    request_timeout_seconds: float = Field(
-        10.0,
-        gt=0,
-        le=3600,
-        allow_inf_nan=False,
-        description="timeout of one API request, in seconds",
-    )
-    timezone: str = Field(
-        "UTC", description="IANA zone of the API's per-day keys; decides which day is today"
-    )
-    listen_address: str = Field(
-        f"0.0.0.0:{DEFAULT_PORT}", description="HOST:PORT to serve /metrics on"
-    )
-    config_file: Path | None = Field(None, description="YAML file listing several apps")
-    web_config_file: Path | None = Field(
-        None, description="exporter-toolkit web config: TLS and basic auth for /metrics"
-    )
-    poll_timeout_seconds: float | None = Field(
-        None,
-        gt=0,
-        allow_inf_nan=False,
-        description="deadline of one poll, retries included (default: 0.9 x interval)",
-    )
-    max_retries: int = Field(
-        2, ge=0, le=10, description="retries of a request after a transient failure"
-    )
-    max_concurrent_requests: int = Field(
-        64, ge=1, le=1024, description="cap on API requests in flight, all apps together"
-    )
-    max_response_bytes: int = Field(
-        1 << 20, ge=1024, description="largest API answer read; a larger one is a failure"
-    )
-    max_staleness_seconds: float | None = Field(
-        None,
-        gt=0,
-        allow_inf_nan=False,
-        description="stop exporting a count not fetched for this long (default: 5 x interval)",
-    )
-    web_max_connections: int = Field(
-        1024,
-        ge=1,
-        le=1_000_000,
-        description="cap on open HTTP connections; when full, the one waiting longest for a "
-        "request gives way to a new one",
-    )
-    web_max_client_connections: int = Field(
-        64,
-        ge=1,
-        le=1_000_000,
-        description="cap on open HTTP connections from one client address (IPv6: one /64)",
-    )
-    web_header_timeout_seconds: float = Field(
-        10.0,
-        gt=0,
-        le=3600,
-        allow_inf_nan=False,
-        description="seconds a client has to send a request's headers, however it trickles them",
-    )
-    web_tls_handshake_timeout_seconds: float = Field(
-        10.0,
-        gt=0,
-        le=3600,
-        allow_inf_nan=False,
-        description="seconds a client has to complete the TLS handshake",
-    )
-    web_idle_timeout_seconds: float = Field(
-        120.0,
-        gt=0,
-        le=86400,
-        allow_inf_nan=False,
-        description="seconds a keep-alive connection may wait for its next request",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="DEBUG, INFO, WARNING or ERROR"
-    )
-    log_format: Literal["text", "json"] = Field("text", description="text or json")
-
-    @field_validator("log_level", "log_format", mode="before")
-    @classmethod
-    def _case_insensitive(cls, value: Any, info: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        return value.upper() if info.field_name == "log_level" else value.lower()
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}") from None
-        return value
-
-    @field_validator("listen_address")
-    @classmethod
-    def _valid_listen_address(cls, value: str) -> str:
-        parse_listen_address(value)
-        return value
+    api_key: SecretStr | None = None
+    """admin API key of the app"""
+    api_key_file: Path | None = None
+    """file holding the API key (Docker or Kubernetes secret)"""
+    api_url: ApiUrl = "https://api.connectycube.com"
+    """base URL of the ConnectyCube API"""
+    app_name: Annotated[str, Field(min_length=1)] = "default"
+    """value of the app label"""
+    dialog_types: DialogTypes = [1, 2, 3, 4]
+    """dialog type codes to break down, comma separated"""
+    dialog_type_names: TypeNames = {}
+    """label names of dialog type codes, e.g. 1=public,4=broadcast, over the
+    REST docs' 1=broadcast,2=group,3=private,4=public,5=meeting"""
+    poll_interval_seconds: Annotated[float, Field(ge=0.01, le=86400)] = 60.0
+    """seconds between polls"""
+    request_timeout_seconds: Timeout = 10.0
+    """timeout of one API request, in seconds"""
+    timezone: Zone = "UTC"
+    """IANA zone of the API's per-day keys; decides which day is today"""
+    listen_address: ListenAddress = "0.0.0.0:19742"
+    """HOST:PORT to serve /metrics on"""
+    config_file: Path | None = None
+    """YAML file listing several apps"""
+    web_config_file: Path | None = None
+    """exporter-toolkit web config: TLS and basic auth for /metrics"""
+    poll_timeout_seconds: Annotated[float, Field(gt=0)] | None = None
+    """deadline of one poll, retries included (default: 0.9 x interval)"""
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """retries of a request after a transient failure"""
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=1024)] = 64
+    """cap on API requests in flight, all apps together"""
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 1 << 20
+    """largest API answer read; a larger one is a failure"""
+    max_staleness_seconds: Annotated[float, Field(gt=0)] | None = None
+    """stop exporting a count not fetched for this long (default: 5 x interval)"""
+    web_max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    """cap on open HTTP connections; when full, the one waiting longest for a
+    request gives way to a new one"""
+    web_max_client_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    """cap on open HTTP connections from one client address (IPv6: one /64)"""
+    web_header_timeout_seconds: Timeout = 10.0
+    """seconds a client has to send a request's headers, however it trickles them"""
+    web_tls_handshake_timeout_seconds: Timeout = 10.0
+    """seconds a client has to complete the TLS handshake"""
+    web_idle_timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    """seconds a keep-alive connection may wait for its next request"""
+    log_level: LogLevel = "INFO"
+    """DEBUG, INFO, WARNING or ERROR"""
+    log_format: LogFormat = "text"
+    """text or json"""
 
     @model_validator(mode="after")
-    def _deadline_within_interval(self) -> Settings:
-        if self.poll_timeout_seconds is not None and (
-            self.poll_timeout_seconds > self.poll_interval_seconds
-        ):
+    def _within_interval(self) -> Settings:
+        interval = env_name("poll_interval_seconds")
+        if self.poll_deadline > self.poll_interval_seconds:
             raise ValueError(
-                f"{env_name('poll_timeout_seconds')} must not be longer than "
-                f"{env_name('poll_interval_seconds')}, or polls would pile up"
+                f"{env_name('poll_timeout_seconds')} must not be longer than {interval}, "
+                "or polls would pile up"
             )
-        if self.max_staleness_seconds is not None and (
-            self.max_staleness_seconds < self.poll_interval_seconds
-        ):
+        if self.max_staleness < self.poll_interval_seconds:
             raise ValueError(
-                f"{env_name('max_staleness_seconds')} must be at least "
-                f"{env_name('poll_interval_seconds')}, or counts would vanish between polls"
+                f"{env_name('max_staleness_seconds')} must be at least {interval}, "
+                "or counts would vanish between polls"
             )
         return self
 
@@ -273,6 +234,19 @@ class Settings(BaseSettings):
     @property
     def max_staleness(self) -> float:
         return self.max_staleness_seconds or 5 * self.poll_interval_seconds
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    field = str(loc[0]) if loc else ""
+    return f"{env_name(field)} (--{field.replace('_', '-')})" if field else ""
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings; ``overrides`` (command-line flags) win over the environment."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, _setting_name)) from None
 
 
 class _FileApp(BaseModel):
@@ -293,6 +267,12 @@ class _ConfigFile(BaseModel):
 
     apps: list[_FileApp] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> _ConfigFile:
+        if repeated := _repeated(app.name for app in self.apps):
+            raise ValueError(f"app names must be unique, repeated: {repeated}")
+        return self
+
 
 @dataclass(frozen=True)
 class AppConfig:
@@ -309,118 +289,63 @@ class AppConfig:
         return type_name(code, self.dialog_type_names)
 
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
-    field = str(loc[0]) if loc else ""
-    return f"{env_name(field)} (--{field.replace('_', '-')})" if field else ""
-
-
-def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Build the settings; ``overrides`` (command-line flags) win over the environment."""
-    try:
-        return Settings(**dict(overrides or {}))
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, _setting_name)) from None
-
-
-def _read_text(path: Path, setting: str) -> str:
-    try:
-        return read_small_text(path, MAX_KEY_FILE_BYTES)
-    except FileProblem as exc:
-        raise ConfigError(f"{setting} ({path}): {exc}") from None
-
-
-def read_key_file(path: Path, setting: str) -> SecretStr:
-    return _checked_key(_read_text(path, setting), f"{setting} ({path})")
-
-
-def _pick_key(
-    api_key: SecretStr | None, api_key_file: Path | None, setting: str, where: str
+def _api_key(
+    key: SecretStr | None, key_file: Path | None, file_setting: str, where: str
 ) -> SecretStr:
-    if api_key is not None and api_key_file is not None:
+    """The key given, or read from ``key_file``, fit for the HTTP header it travels in."""
+    if key is not None and key_file is not None:
         raise ConfigError(f"{where}: set only one of the API key and the API key file")
-    if api_key_file is not None:
-        return read_key_file(api_key_file, setting)
-    if api_key is None or not api_key.get_secret_value().strip():
-        raise ConfigError(f"{where}: an API key is required")
-    return _checked_key(api_key.get_secret_value(), where)
-
-
-def _checked_key(key: str, where: str) -> SecretStr:
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"{where}: the API key is empty")
-    if len(key) > MAX_KEY_LENGTH:
+    if key_file is not None:
+        where = f"{file_setting} ({key_file})"
+        try:
+            text = read_small_text(key_file, MAX_KEY_FILE_BYTES).strip()
+        except FileProblem as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if not text:
+            raise ConfigError(f"{where}: the API key is empty")
+    else:
+        text = key.get_secret_value().strip() if key is not None else ""
+        if not text:
+            raise ConfigError(f"{where}: an API key is required")
+    if len(text) > MAX_KEY_LENGTH:
         raise ConfigError(f"{where}: the API key is longer than {MAX_KEY_LENGTH} characters")
-    # It travels in an HTTP header: white space or control characters would break it.
-    if not key.isascii() or not key.isprintable() or any(char.isspace() for char in key):
+    if not all("!" <= char <= "~" for char in text):
         raise ConfigError(
             f"{where}: the API key must be printable ASCII without white space (an HTTP header)"
         )
-    return SecretStr(key)
+    return SecretStr(text)
 
 
-def _read_config_file(path: Path) -> _ConfigFile:
-    setting = f"{env_name('config_file')} ({path})"
-    document = read_yaml(path, lambda problem: ConfigError(f"{setting}: {problem}"))
-    try:
-        parsed = _ConfigFile.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(f"{setting}: {describe_validation_error(exc)}") from None
-    names = [app.name for app in parsed.apps]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{setting}: app names must be unique, repeated: {', '.join(repeated)}")
-    return parsed
-
-
-def _named_types(
-    types: tuple[int, ...], names: Mapping[int, str], where: str
-) -> tuple[tuple[int, str], ...]:
-    """The names that differ from the defaults; two types of one app may not share one."""
-    app = AppConfig("", SecretStr(""), "", types, tuple(sorted(names.items())))
-    labels = [app.type_name(code) for code in types]
-    repeated = sorted({label for label in labels if labels.count(label) > 1})
-    if repeated:
-        raise ConfigError(
-            f"{where}: dialog types must have distinct names, repeated: {', '.join(repeated)}"
-        )
-    return app.dialog_type_names
+def _app(
+    name: str, key: SecretStr, url: str, types: list[int], names: Mapping[int, str], where: str
+) -> AppConfig:
+    app = AppConfig(name, key, url, tuple(types), tuple(sorted(names.items())))
+    if repeated := _repeated(app.type_name(code) for code in app.dialog_types):
+        raise ConfigError(f"{where}: dialog types must have distinct names, repeated: {repeated}")
+    return app
 
 
 def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
     """The apps to poll: the config file's, or the single app the settings describe."""
     if settings.config_file is None:
-        key = _pick_key(
-            settings.api_key,
-            settings.api_key_file,
-            env_name("api_key_file"),
-            f"{env_name('api_key')} or {env_name('api_key_file')}",
+        where = f"{env_name('api_key')} or {env_name('api_key_file')}"
+        key = _api_key(settings.api_key, settings.api_key_file, env_name("api_key_file"), where)
+        types, names = settings.dialog_types, settings.dialog_type_names
+        app = _app(
+            settings.app_name, key, settings.api_url, types, names, env_name("dialog_type_names")
         )
-        types = tuple(settings.dialog_types)
-        return (
-            AppConfig(
-                name=settings.app_name,
-                api_key=key,
-                api_url=settings.api_url,
-                dialog_types=types,
-                dialog_type_names=_named_types(
-                    types, settings.dialog_type_names, env_name("dialog_type_names")
-                ),
-            ),
-        )
-    parsed = _read_config_file(settings.config_file)
+        return (app,)
+    setting = f"{env_name('config_file')} ({settings.config_file})"
+    try:
+        parsed = read_yaml(settings.config_file, _ConfigFile)
+    except FileProblem as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
     apps = []
     for index, entry in enumerate(parsed.apps):
-        where = f"{env_name('config_file')} ({settings.config_file}): apps[{index}] ({entry.name})"
-        types = tuple(entry.dialog_types or settings.dialog_types)
+        where = f"{setting}: apps[{index}] ({entry.name})"
+        key = _api_key(entry.api_key, entry.api_key_file, where, where)
+        url = entry.api_url or settings.api_url
+        types = entry.dialog_types or settings.dialog_types
         names = {**settings.dialog_type_names, **(entry.dialog_type_names or {})}
-        apps.append(
-            AppConfig(
-                name=entry.name,
-                api_key=_pick_key(entry.api_key, entry.api_key_file, where, where),
-                api_url=entry.api_url or settings.api_url,
-                dialog_types=types,
-                dialog_type_names=_named_types(types, names, where),
-            )
-        )
+        apps.append(_app(entry.name, key, url, types, names, where))
     return tuple(apps)

@@ -1,50 +1,38 @@
-"""Reading a YAML settings file strictly, with errors that never quote its content.
-
-Used for the multi-app config file and the web config file alike: a file may hold API
-keys or password hashes, so an error names the place (line, column, key path) and the
-problem, never the text around it.
-"""
+"""Reading settings files strictly: a problem is one line naming the place (line, column,
+key path), never the content around it, which may hold API keys or password hashes."""
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 MAX_SETTINGS_FILE_BYTES = 1 << 20  # thousands of apps fit in a few hundred kilobytes
 MAX_YAML_DEPTH = 32  # the deepest real file is four levels
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class FileProblem(Exception):
-    """A settings file that cannot be read as it is; the message is one line."""
+    """A settings file that cannot be used as it is; the message is one line."""
 
 
 def read_small_text(path: Path, limit: int) -> str:
-    """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes.
-
-    Opened without blocking and checked before any read, so that a FIFO (which would
-    wait for a writer for ever) or a device such as /dev/zero (which never ends) is
-    refused at once instead of hanging or filling memory.
-    """
+    """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes."""
+    # Opened without blocking, checked before any read: a FIFO or /dev/zero is refused at once.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
-    try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
             raise FileProblem("not a regular file (a directory, FIFO, socket or device)")
-        data = b""
-        while len(data) <= limit and (chunk := os.read(fd, limit + 1 - len(data))):
-            data += chunk
+        with open(fd, "rb") as file:
+            data = file.read(limit + 1)
     except OSError as exc:
-        raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
-    finally:
-        os.close(fd)
+        raise FileProblem(f"cannot read the file ({exc.strerror})") from None
     if len(data) > limit:
         raise FileProblem(f"the file is larger than {limit} bytes")
     try:
@@ -54,66 +42,52 @@ def read_small_text(path: Path, limit: int) -> str:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys, as Go's strict YAML does, and
-    aliases and deep nesting, which no settings file needs and a hostile one abuses."""
+    """No duplicate keys (as in Go's strict YAML), no aliases, no deep nesting."""
 
-    _depth = 0
+    depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
-            )
-        if self._depth >= MAX_YAML_DEPTH:
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"nested deeper than {MAX_YAML_DEPTH} levels",
-                self.peek_event().start_mark,
-            )
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+            problem = "aliases (*name) are not allowed"
+        elif self.depth >= MAX_YAML_DEPTH:
+            problem = f"nested deeper than {MAX_YAML_DEPTH} levels"
+        else:
+            self.depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+        raise yaml.composer.ComposerError(None, None, problem, self.peek_event().start_mark)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+            if not isinstance(key, Hashable):
+                break  # the base class reports it
+            if key in seen:
+                message = f"duplicate key {key!r}"
+                raise yaml.constructor.ConstructorError(None, None, message, key_node.start_mark)
+            seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-def os_reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return type(exc).__name__
-
-
-def read_yaml(path: Path, fail: Callable[[str], Exception]) -> Any:
-    """The parsed document; any problem is raised as ``fail(problem)``."""
+def read_yaml(path: Path, model: type[Model]) -> Model:
+    """The YAML file ``path`` validated as a ``model``; any problem is a ``FileProblem``."""
+    text = read_small_text(path, MAX_SETTINGS_FILE_BYTES)
     try:
-        text = read_small_text(path, MAX_SETTINGS_FILE_BYTES)
-    except FileProblem as exc:
-        raise fail(str(exc)) from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as exc:
         # Only the problem and its position: str(exc) quotes the line.
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise fail(f"invalid YAML{where}: {exc.problem or 'syntax error'}") from None
+        raise FileProblem(f"invalid YAML{where}: {exc.problem or 'syntax error'}") from None
     except yaml.YAMLError:
-        raise fail("invalid YAML") from None
+        raise FileProblem("invalid YAML") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise FileProblem(describe_validation_error(exc)) from None
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -127,13 +101,12 @@ def describe_validation_error(
     """One clause per problem, naming where it is (``where(loc)``) and never the value."""
     clauses = []
     for item in error.errors(include_input=False, include_url=False):
-        loc = item["loc"]
+        loc, message = item["loc"], item["msg"].removeprefix("Value error, ")
         if loc and loc[-1] == "[key]":  # a mapping key of the wrong type, e.g. 123:
             wanted = "an integer" if item["type"].startswith("int") else "a string (quote it)"
-            place, message = where(loc[:-1]), f"each key must be {wanted}"
-        else:
-            place = where(loc)
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        message = message.removeprefix("Value error, ")
+            loc, message = loc[:-1], f"each key must be {wanted}"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key"
+        place = where(loc)
         clauses.append(f"{place}: {message}" if place else message)
     return "; ".join(clauses)

@@ -1,71 +1,25 @@
-"""The web configuration file: TLS, client certificates, basic auth and extra headers.
+"""The web configuration file of the Prometheus exporter-toolkit: TLS, basic auth, headers.
 
-The file has the format of the Prometheus exporter-toolkit (``--web.config.file`` of
-every official exporter), so one file can serve a whole fleet of exporters:
+``load_web_config`` reads the format of every official exporter's ``--web.config.file``
+once, at start-up, into a ``WebConfig``: an ``ssl.SSLContext`` for the listening socket,
+the basic auth users' bcrypt hashes and the headers of every response. A problem is a
+one-line ``WebConfigError`` naming the file, never a password hash or a private key.
 
-```yaml
-tls_server_config:
-  cert_file: server.crt          # relative paths are relative to this file
-  key_file: server.key
-  client_auth_type: RequireAndVerifyClientCert
-  client_ca_file: ca.crt
-  min_version: TLS12
-http_server_config:
-  headers:
-    X-Content-Type-Options: nosniff
-basic_auth_users:
-  prometheus: $2b$10$...         # bcrypt hash, e.g. from htpasswd -nBC 10 "" | tr -d ':\\n'
-```
-
-``load_web_config`` reads and checks it once, at start-up, and returns a ``WebConfig``:
-an ``ssl.SSLContext`` ready to wrap the listening socket, the basic auth users and the
-headers to add to every response. Every problem is a ``WebConfigError`` with one line
-naming the file and the problem, never a password hash or a private key.
-
-Differences from the exporter-toolkit, all because Python's ``ssl`` module (OpenSSL)
-cannot express the Go behaviour; each is the closest safe choice:
-
-- ``client_auth_type`` (Go ``crypto/tls.ClientAuthType`` -> ``ssl.VerifyMode``):
-
-  =============================  =================  ====================================
-  NoClientCert (default)         CERT_NONE          exact
-  RequestClientCert              CERT_NONE          Go asks for a certificate but never
-                                                    checks it, so it grants nothing; not
-                                                    asking is equivalent for access
-  RequireAnyClientCert           CERT_REQUIRED      stricter: OpenSSL cannot require a
-                                                    certificate without verifying it, so
-                                                    ``client_ca_file`` is required and
-                                                    the certificate must chain to it
-  VerifyClientCertIfGiven        CERT_OPTIONAL      exact
-  RequireAndVerifyClientCert     CERT_REQUIRED      exact
-  =============================  =================  ====================================
-
-  ``RequireClientCert``, the toolkit's old name of ``RequireAnyClientCert``, is accepted.
-- ``cipher_suites``: Go (IANA) names of TLS 1.0-1.2 suites are mapped to OpenSSL names
-  and applied with ``set_ciphers``. TLS 1.3 suite names are accepted and ignored, as Go
-  does (neither Go nor Python's ``ssl`` lets them be configured).
-- ``prefer_server_cipher_suites`` sets or clears ``OP_CIPHER_SERVER_PREFERENCE`` (Go
-  ignores it nowadays; OpenSSL still honours it).
-- ``curve_preferences``: one curve is applied exactly (``set_ecdh_curve``). Python 3.11's
-  ``ssl`` cannot set a list, so with several curves OpenSSL's default list (strong curves
-  only) is kept; the names are still checked.
-- ``min_version: TLS10`` / ``TLS11`` are applied, but OpenSSL's security level (2 on
-  Debian) may still refuse TLS below 1.2.
-- ``http_server_config.http2`` is accepted and ignored: the server speaks HTTP/1.1 only
-  (the context offers ``http/1.1`` by ALPN).
-- ``client_allowed_sans`` and ``rate_limit`` are refused with an error rather than
-  ignored: silently dropping a restriction the operator asked for would be unsafe.
-- The file is read once at start-up; the toolkit re-reads it on every connection.
-- Stricter than the toolkit: duplicate YAML keys, giving both ``cert`` and ``cert_file``
-  (``key``/``key_file``, ``client_ca``/``client_ca_file``), a present ``tls_server_config``
-  without a certificate and key, and user names containing ``:`` (they could never log
-  in) are errors.
+Where Python's ``ssl`` (OpenSSL) cannot do what Go does, the closest safe choice is made.
+``RequestClientCert`` asks for no certificate (Go never checks it, so it grants nothing);
+``RequireAnyClientCert`` (old name ``RequireClientCert``) also verifies it, so it needs
+``client_ca_file``. Go's names of TLS 1.0-1.2 ``cipher_suites`` map to OpenSSL's; TLS 1.3
+ones are accepted and ignored, as in Go. One curve of ``curve_preferences`` is applied; of
+several (Python 3.11 cannot set a list), OpenSSL's default strong list stays. OpenSSL's
+security level may still refuse a ``min_version`` below TLS12. ``http2`` is ignored (HTTP/1.1
+only); ``client_allowed_sans`` and ``rate_limit`` are refused rather than silently dropped.
+Stricter than the toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``,
+``client_ca`` alike), a missing certificate or key, and user names holding ``:``.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 import re
@@ -75,22 +29,200 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import bcrypt
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from exporter.settingsfile import describe_validation_error, os_reason, read_yaml
+from exporter.settingsfile import FileProblem, read_yaml
+
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# Any mode but CERT_NONE verifies the client's certificate, so it needs client_ca_file.
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_NONE,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "RequireClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+# Go's tls.CipherSuites() for TLS 1.0-1.2, by their OpenSSL names (openssl ciphers -stdname).
+_CIPHERS_TLS12 = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+}
+# Not configurable, in Go as in Python's ssl: always all three.
+_CIPHERS_TLS13 = (
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+)
+_CURVES = {
+    "CurveP256": "prime256v1",
+    "CurveP384": "secp384r1",
+    "CurveP521": "secp521r1",
+    "X25519": "X25519",
+}
+# The headers a file may set, with their allowed values (None: any value).
+_HEADERS: dict[str, tuple[str, ...] | None] = {
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": None,
+    "Content-Security-Policy": None,
+}
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # latin-1 without CR, LF or controls
+_BCRYPT_HASH = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+BCRYPT_MAX_PASSWORD_BYTES = 72
+_CACHE_SIZE = 1024  # successful checks kept: a few (user, password) pairs are expected
+# Refused rather than ignored: silently dropping a restriction the operator asked for is unsafe.
+_NOT_SUPPORTED = "not supported by this exporter"
 
 
 class WebConfigError(Exception):
     """The web configuration file is unusable; the message is one line naming the file."""
 
 
-# --- file schema -------------------------------------------------------------------------
+# --- basic auth --------------------------------------------------------------------------
+
+
+def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
+    """``(user, password)`` from ``Basic base64(user:password)``, or None if malformed."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, colon, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        return (user.decode("utf-8"), password) if colon else None
+    except ValueError:  # bad base64, a non-ASCII header, a user name not in UTF-8
+        return None
+
+
+def _checkpw(password: bytes, hashed: bytes) -> bool:
+    """``bcrypt.checkpw`` (a constant-time compare), False instead of raising."""
+    # bcrypt reads only 72 bytes: releases before 5 would let "right password + more" in.
+    if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
+        return False
+    try:
+        return bool(bcrypt.checkpw(password, hashed))
+    except ValueError:  # e.g. a NUL byte in it
+        return False
+
+
+class _BasicAuth:
+    """Checks credentials against bcrypt hashes, remembering the successes.
+
+    One future per credentials, least recently used first: a check under way, which
+    callers with the same credentials wait for (50 clients starting at once cost one
+    hash), or a success. A failure is forgotten at once: a flood of wrong passwords
+    never evicts the real scrapers.
+    """
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        self._users = users
+        self._lock = threading.Lock()
+        self._checks: OrderedDict[bytes, Future[bool]] = OrderedDict()
+        # Unknown users are checked against a hash of the highest cost in use, so that they
+        # take as long as a real user; the filler makes a hash that no password matches.
+        costs = [int(m[1]) for hashed in users.values() if (m := _BCRYPT_HASH.fullmatch(hashed))]
+        self._dummy = bcrypt.gensalt(rounds=max(costs, default=10)) + b"." * 31
+
+    @staticmethod
+    def _key(user: str, password: bytes) -> bytes:
+        # A digest keeps no password in memory; repr keeps ("a:b", "c") and ("a", "b:c") apart.
+        return hashlib.sha256(repr((user, password)).encode()).digest()
+
+    def cached(self, user: str, password: bytes) -> bool:
+        """Whether these credentials passed a check already."""
+        key = self._key(user, password)
+        with self._lock:  # a lookup by a digest: its timing says nothing of the password
+            check = self._checks.get(key)
+            if check is None or not check.done():
+                return False
+            self._checks.move_to_end(key)
+            return True
+
+    def check(self, user: str, password: bytes) -> bool:
+        hashed = self._users.get(user)
+        if hashed is None:
+            _checkpw(password, self._dummy)  # spend the same time, then refuse
+            return False
+        key = self._key(user, password)
+        with self._lock:
+            check = self._checks.get(key)
+            leader = check is None
+            if check is None:
+                check = self._checks[key] = Future()
+            self._checks.move_to_end(key)
+        if leader:
+            ok = False
+            try:
+                ok = _checkpw(password, hashed)
+            finally:
+                with self._lock:
+                    if not ok:
+                        self._checks.pop(key, None)
+                    elif len(self._checks) > _CACHE_SIZE:
+                        self._checks.popitem(last=False)
+                check.set_result(ok)
+        return check.result()
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file."""
+
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
+    headers: tuple[tuple[str, str], ...]
+    _auth: _BasicAuth = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the checker and the caller agree on the users for good.
+        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+        object.__setattr__(self, "_auth", _BasicAuth(self.users))
+
+    def authorized(self, authorization_header: str | None) -> bool:
+        """Whether an ``Authorization`` header lets the request in (always, without users).
+        Thread-safe, never raises; only the first success of given credentials pays bcrypt."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        return credentials is not None and self._auth.check(*credentials)
+
+    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
+        """``authorized``'s answer if it costs no bcrypt run (never blocks), else None: for a
+        first check, a wrong password or an unknown user, which each take bcrypt's time."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        if credentials is None:
+            return False
+        return True if self._auth.cached(*credentials) else None
+
+
+# --- the file ----------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
@@ -125,481 +257,159 @@ class _WebConfigFile(_Strict):
     basic_auth_users: dict[str, str] | None = None
     rate_limit: Any = None
 
-
-# --- TLS tables --------------------------------------------------------------------------
-
-_TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-
-# client_auth_type -> (verify mode, whether a client CA is required); see the module doc.
-_CLIENT_AUTH: dict[str, tuple[ssl.VerifyMode, bool]] = {
-    "NoClientCert": (ssl.CERT_NONE, False),
-    "RequestClientCert": (ssl.CERT_NONE, False),
-    "RequireAnyClientCert": (ssl.CERT_REQUIRED, True),
-    "RequireClientCert": (ssl.CERT_REQUIRED, True),
-    "VerifyClientCertIfGiven": (ssl.CERT_OPTIONAL, True),
-    "RequireAndVerifyClientCert": (ssl.CERT_REQUIRED, True),
-}
-
-# The suites Go's tls.CipherSuites() offers for TLS 1.0-1.2, by their OpenSSL names
-# (from `openssl ciphers -stdname`).
-_CIPHERS_TLS12: dict[str, str] = {
-    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
-    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
-    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
-    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
-    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
-    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
-    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
-    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
-}
-_CIPHERS_TLS13 = frozenset(
-    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
-)
-
-_CURVES: dict[str, str] = {
-    "CurveP256": "prime256v1",
-    "CurveP384": "secp384r1",
-    "CurveP521": "secp521r1",
-    "X25519": "X25519",
-}
-
-# Headers the toolkit lets a file set, with their allowed values (None: any value).
-_ALLOWED_HEADERS: dict[str, tuple[str, ...] | None] = {
-    "Strict-Transport-Security": None,
-    "X-Content-Type-Options": ("nosniff",),
-    "X-Frame-Options": ("deny", "sameorigin"),
-    "X-XSS-Protection": None,
-    "Content-Security-Policy": None,
-}
-
-_BCRYPT_HASH = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
-
-# Successful checks kept; a few (user, password) pairs are expected, so this is generous.
-_CACHE_SIZE = 1024
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, document: Any) -> Any:
+        if document is not None and not isinstance(document, dict):
+            raise ValueError("expected a mapping of settings at the top level")
+        return document or {}
 
 
-# --- basic auth --------------------------------------------------------------------------
-
-
-class _Flight:
-    """One bcrypt check under way, which callers with the same credentials wait for."""
-
-    __slots__ = ("done", "ok")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.ok = False
-
-
-class _BasicAuth:
-    """Checks credentials against bcrypt hashes, with a bounded cache of successes.
-
-    Only successes are cached: a flood of wrong passwords then can never evict the
-    entries of real scrapers. Concurrent checks of the same credentials share one bcrypt
-    run, so 50 clients starting at once cost one hash, not 50.
-    """
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        self._users = users
-        # Unknown users are checked against a hash of the highest cost in use, so that
-        # they take as long as a real user. gensalt is cheap: it computes no hash; the
-        # 31 filler characters make a well-formed hash no password can match.
-        costs = (_BCRYPT_HASH.fullmatch(h) for h in users.values())
-        cost = max((int(m[1]) for m in costs if m and 4 <= int(m[1]) <= 31), default=10)
-        self._dummy = bcrypt.gensalt(rounds=cost) + b"." * 31
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
-        self._flights: dict[bytes, _Flight] = {}
-
-    def check(self, user: str, password: bytes) -> bool:
-        hashed = self._users.get(user)
-        if hashed is None:
-            _checkpw(password, self._dummy)  # spend the same time, then refuse
-            return False
-        key = _cache_key(user.encode(), password, hashed)
-        if self._hit(key):
-            return True
-        with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            flight.done.wait()
-            return flight.ok
-        try:
-            flight.ok = _checkpw(password, hashed)
-        finally:
-            with self._lock:
-                del self._flights[key]
-                if flight.ok:
-                    self._cache[key] = None
-                    if len(self._cache) > _CACHE_SIZE:
-                        self._cache.popitem(last=False)
-            flight.done.set()
-        return flight.ok
-
-    def cached(self, user: str, password: bytes) -> bool:
-        """Whether these credentials passed a check already (no bcrypt run needed)."""
-        hashed = self._users.get(user)
-        return hashed is not None and self._hit(_cache_key(user.encode(), password, hashed))
-
-    def _hit(self, key: bytes) -> bool:
-        with self._lock:
-            # A dict lookup by a SHA-256 digest: its timing says nothing of the password.
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return True
-        return False
-
-
-BCRYPT_MAX_PASSWORD_BYTES = 72
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    """``bcrypt.checkpw`` (a constant-time compare), False instead of raising."""
-    # bcrypt reads only 72 bytes: some releases would let "right password + anything" in.
-    if len(password) > BCRYPT_MAX_PASSWORD_BYTES:
-        return False
-    try:
-        return bool(bcrypt.checkpw(password, hashed))
-    except ValueError:  # e.g. a NUL byte in it
-        return False
-
-
-def _cache_key(user: bytes, password: bytes, hashed: bytes) -> bytes:
-    # Length prefixes keep ("a:b", "c") and ("a", "b:c") apart.
-    digest = hashlib.sha256()
-    for part in (user, password, hashed):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
-    """``(user, password)`` from ``Basic base64(user:password)``, or None if malformed."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token.strip():
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-        user, sep, password = decoded.partition(b":")
-        if not sep:
-            return None
-        return user.decode("utf-8"), password
-    except (ValueError, binascii.Error):  # bad base64, non-ASCII header, non-UTF-8 user
-        return None
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file."""
-
-    ssl_context: ssl.SSLContext | None
-    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
-    headers: tuple[tuple[str, str], ...]
-    _auth: _BasicAuth = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Read-only copy: the checker and the caller must agree on the users for good.
-        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
-        object.__setattr__(self, "_auth", _BasicAuth(self.users))
-
-    def authorized(self, authorization_header: str | None) -> bool:
-        """Whether an ``Authorization`` header lets the request in (always, without users).
-
-        Thread-safe; never raises. A successful check is cached in memory, so only the
-        first scrape with given credentials pays for bcrypt.
-        """
-        if not self.users:
-            return True
-        credentials = _parse_basic(authorization_header)
-        if credentials is None:
-            return False
-        return self._auth.check(*credentials)
-
-    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
-        """``authorized``'s answer when it costs no bcrypt run, else None.
-
-        True without users or for credentials that passed before (cached), False for a
-        missing or malformed header; None when only ``authorized`` can tell (a first
-        check, a wrong password, an unknown user: each takes bcrypt's time). Never blocks.
-        """
-        if not self.users:
-            return True
-        credentials = _parse_basic(authorization_header)
-        if credentials is None:
-            return False
-        return True if self._auth.cached(*credentials) else None
-
-
-# --- loading -----------------------------------------------------------------------------
-
-
-def load_web_config(path: Path | None) -> WebConfig:
-    """Read and check the web configuration file; ``None`` means no file (plain HTTP)."""
-    if path is None:
-        return WebConfig(None, {}, ())
-    raw = read_yaml(path, lambda problem: _error(path, problem))
-    if raw is not None and not isinstance(raw, dict):
-        raise _error(path, "expected a mapping of settings at the top level")
-    try:
-        parsed = _WebConfigFile.model_validate(raw or {})
-    except ValidationError as exc:
-        raise _error(path, describe_validation_error(exc)) from None
-    if parsed.rate_limit is not None:
-        raise _error(path, "rate_limit: not supported by this exporter")
-    users = _users(path, parsed.basic_auth_users or {})
-    http = parsed.http_server_config
-    headers = _headers(path, (http.headers if http else None) or {})
-    tls = parsed.tls_server_config
-    context = _ssl_context(path, tls) if tls is not None else None
-    return WebConfig(context, users, headers)
-
-
-def _users(path: Path, users: Mapping[str, str]) -> dict[str, bytes]:
-    checked: dict[str, bytes] = {}
+def _users(users: Mapping[str, str]) -> dict[str, bytes]:
     for user, hashed in users.items():
         where = f"basic_auth_users: user {user!r}"
         if not user or ":" in user:
-            raise _error(path, f"{where}: a user name must be non-empty and have no ':'")
-        encoded = hashed.encode("utf-8", "replace")
-        match = _BCRYPT_HASH.fullmatch(encoded)
-        if match is None or not 4 <= int(match[1]) <= 31:
-            raise _error(path, f"{where}: the password is not a bcrypt hash ($2a$, $2b$ or $2y$)")
-        checked[user] = encoded
-    return checked
+            raise FileProblem(f"{where}: a user name must be non-empty and have no ':'")
+        if not _BCRYPT_HASH.fullmatch(hashed.encode("utf-8", "replace")):
+            raise FileProblem(f"{where}: the password is not a bcrypt hash ($2a$, $2b$ or $2y$)")
+    return {user: hashed.encode() for user, hashed in users.items()}
 
 
-def _headers(path: Path, headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-    result: list[tuple[str, str]] = []
+def _headers(headers: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    checked = []
     for name, value in headers.items():
         where = f"http_server_config.headers.{name}"
-        if name not in _ALLOWED_HEADERS:
-            allowed = ", ".join(_ALLOWED_HEADERS)
-            raise _error(path, f"{where}: this header can not be configured (only {allowed})")
+        if name not in _HEADERS:
+            only = ", ".join(_HEADERS)
+            raise FileProblem(f"{where}: this header can not be configured (only {only})")
+        allowed = _HEADERS[name]
         if value is None or value == "":
             continue  # blank means unset, as in the toolkit
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise _error(path, f"{where}: expected a string")
+            raise FileProblem(f"{where}: expected a string")
         text = str(value)
-        # A CR or LF would let the file inject headers; the server sends latin-1.
-        if not _latin1(text) or any(_is_control(c) for c in text):
-            raise _error(path, f"{where}: control or non-latin-1 characters are not allowed")
-        values = _ALLOWED_HEADERS[name]
-        if values is not None and text not in values:
-            raise _error(path, f"{where}: expected one of {', '.join(values)}")
-        result.append((name, text))
-    return tuple(result)
+        if not _HEADER_VALUE.fullmatch(text):
+            raise FileProblem(f"{where}: control or non-latin-1 characters are not allowed")
+        if allowed is not None and text not in allowed:
+            raise FileProblem(f"{where}: expected one of {', '.join(allowed)}")
+        checked.append((name, text))
+    return tuple(checked)
 
 
-def _is_control(char: str) -> bool:
-    return (ord(char) < 0x20 and char != "\t") or ord(char) == 0x7F
+def _tls_problem(problem: str, setting: str = "") -> FileProblem:
+    return FileProblem(f"tls_server_config{'.' if setting else ''}{setting}: {problem}")
 
 
-def _latin1(text: str) -> bool:
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _ssl_context(path: Path, tls: _TLSServerConfig) -> ssl.SSLContext:
-    """Build the server context of ``tls_server_config``; see the module doc for mapping."""
-    section = "tls_server_config"
-    for inline, file in (
-        ("cert", "cert_file"),
-        ("key", "key_file"),
-        ("client_ca", "client_ca_file"),
-    ):
-        if getattr(tls, inline) is not None and getattr(tls, file) is not None:
-            raise _error(path, f"{section}: give {inline} or {file}, not both")
+def _check(tls: _TLSServerConfig) -> None:
+    """What the schema cannot say of ``tls_server_config``."""
+    for inline in ("cert", "key", "client_ca"):
+        if getattr(tls, inline) is not None and getattr(tls, inline + "_file") is not None:
+            raise _tls_problem(f"give {inline} or {inline}_file, not both")
     if tls.cert is None and tls.cert_file is None:
-        raise _error(path, f"{section}: cert_file (or cert) is required")
+        raise _tls_problem("cert_file (or cert) is required")
     if tls.key is None and tls.key_file is None:
-        raise _error(path, f"{section}: key_file (or key) is required")
+        raise _tls_problem("key_file (or key) is required")
     if tls.client_allowed_sans is not None:
-        raise _error(path, f"{section}.client_allowed_sans: not supported by this exporter")
-
+        raise _tls_problem(_NOT_SUPPORTED, "client_allowed_sans")
     auth_type = tls.client_auth_type or "NoClientCert"
     if auth_type not in _CLIENT_AUTH:
         choices = ", ".join(name for name in _CLIENT_AUTH if name != "RequireClientCert")
-        raise _error(path, f"{section}.client_auth_type: unknown value (expected {choices})")
-    verify_mode, needs_ca = _CLIENT_AUTH[auth_type]
-    has_ca = tls.client_ca_file is not None or tls.client_ca is not None
+        raise _tls_problem(f"unknown value (expected {choices})", "client_auth_type")
+    has_ca = tls.client_ca is not None or tls.client_ca_file is not None
     if has_ca and auth_type == "NoClientCert":
-        raise _error(path, f"{section}: client_ca_file is set but client_auth_type is NoClientCert")
-    if needs_ca and not has_ca:
-        raise _error(path, f"{section}: client_auth_type {auth_type} needs client_ca_file")
+        raise _tls_problem("client_ca_file is set but client_auth_type is NoClientCert")
+    if _CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not has_ca:
+        raise _tls_problem(f"client_auth_type {auth_type} needs client_ca_file")
+    for name in ("min_version", "max_version"):
+        if getattr(tls, name) and getattr(tls, name) not in _TLS_VERSIONS:
+            expected = ", ".join(_TLS_VERSIONS)
+            raise _tls_problem(f"unknown TLS version (expected {expected})", name)
+    if _TLS_VERSIONS[tls.min_version or "TLS12"] > _TLS_VERSIONS[tls.max_version or "TLS13"]:
+        raise _tls_problem("min_version is above max_version")
 
-    minimum = _version(path, "min_version", tls.min_version or "TLS12")
-    maximum = _version(path, "max_version", tls.max_version or "TLS13")
-    if minimum > maximum:
-        raise _error(path, f"{section}: min_version is above max_version")
 
-    cert_file = _resolve(path, tls.cert_file)
-    key_file = _resolve(path, tls.key_file)
-    ca_file = _resolve(path, tls.client_ca_file)
-    for name, file in (
-        ("cert_file", cert_file),
-        ("key_file", key_file),
-        ("client_ca_file", ca_file),
-    ):
-        if file is not None:
-            _check_readable(path, f"{section}.{name}", file)
-
+def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
+    """The server context of ``tls``; relative paths are relative to ``directory``."""
+    _check(tls)
+    files: dict[str, Path] = {}
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        if getattr(tls, name) is not None:
+            file = files[name] = directory / Path(getattr(tls, name)).expanduser()
+            try:  # OpenSSL's errors do not say which file is missing
+                file.open("rb").close()
+            except OSError as exc:
+                raise _tls_problem(f"cannot read {file} ({exc.strerror})", name) from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
-        # Python warns that TLS 1.0 and 1.1 are deprecated; the operator asked for them.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = minimum
-        context.maximum_version = maximum
-    _load_cert_chain(path, context, tls, cert_file, key_file)
-    if has_ca:
-        _load_client_ca(path, context, tls, ca_file)
-    # RequestClientCert maps to CERT_NONE, so a CA given with it is loaded but unused.
-    context.verify_mode = verify_mode
-
-    if tls.cipher_suites:
-        _set_ciphers(path, context, tls.cipher_suites)
-    if tls.prefer_server_cipher_suites is False:
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 or 1.1: as asked
+        context.minimum_version = _TLS_VERSIONS[tls.min_version or "TLS12"]
+        context.maximum_version = _TLS_VERSIONS[tls.max_version or "TLS13"]
+    _load_cert_chain(context, tls, files.get("cert_file"), files.get("key_file"))
+    ca_file = files.get("client_ca_file")
+    if ca_file is not None or tls.client_ca is not None:
+        try:
+            context.load_verify_locations(ca_file, cadata=None if ca_file else tls.client_ca)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            name = f"client_ca_file {ca_file}" if ca_file else "client_ca"
+            raise _tls_problem(f"cannot load {name} ({_ssl_reason(exc)})") from None
+    context.verify_mode = _CLIENT_AUTH[tls.client_auth_type or "NoClientCert"]
+    for name in tls.cipher_suites or []:
+        if name not in _CIPHERS_TLS12 and name not in _CIPHERS_TLS13:
+            raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
+    ciphers = [_CIPHERS_TLS12[name] for name in tls.cipher_suites or [] if name in _CIPHERS_TLS12]
+    if ciphers:
+        try:
+            context.set_ciphers(":".join(ciphers))
+        except ssl.SSLError:
+            problem = "none of these is available in OpenSSL"
+            raise _tls_problem(problem, "cipher_suites") from None
+    if tls.prefer_server_cipher_suites is False:  # the toolkit's default is true
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
-    else:  # the toolkit's default is true
+    else:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-    if tls.curve_preferences:
-        _set_curves(path, context, tls.curve_preferences)
+    for name in tls.curve_preferences or []:
+        if name not in _CURVES:
+            problem = f"unknown curve {name!r} (expected {', '.join(_CURVES)})"
+            raise _tls_problem(problem, "curve_preferences")
+    if tls.curve_preferences and len(tls.curve_preferences) == 1:
+        context.set_ecdh_curve(_CURVES[tls.curve_preferences[0]])
     context.set_alpn_protocols(["http/1.1"])  # http2 is accepted but not served
     return context
 
 
-def _version(path: Path, name: str, value: str) -> ssl.TLSVersion:
-    if value not in _TLS_VERSIONS:
-        expected = ", ".join(_TLS_VERSIONS)
-        raise _error(path, f"tls_server_config.{name}: unknown TLS version (expected {expected})")
-    return _TLS_VERSIONS[value]
-
-
-def _resolve(path: Path, file: str | None) -> Path | None:
-    """Relative paths are relative to the web config file's directory, as in the toolkit."""
-    if file is None:
-        return None
-    return path.parent / Path(file).expanduser()
-
-
-def _check_readable(path: Path, where: str, file: Path) -> None:
-    # OpenSSL's errors do not say which file is missing; this check does.
-    try:
-        with file.open("rb"):
-            pass
-    except OSError as exc:
-        raise _error(path, f"{where}: cannot read {file} ({os_reason(exc)})") from None
-
-
-class _EncryptedKeyError(Exception):
-    """Raised by the password callback: a daemon cannot type a passphrase."""
-
-
-def _no_passphrase() -> bytes:
-    # Without a callback OpenSSL would prompt on the terminal and hang the start-up.
-    raise _EncryptedKeyError
-
-
 def _load_cert_chain(
-    path: Path,
-    context: ssl.SSLContext,
-    tls: _TLSServerConfig,
-    cert_file: Path | None,
-    key_file: Path | None,
+    context: ssl.SSLContext, tls: _TLSServerConfig, cert_file: Path | None, key_file: Path | None
 ) -> None:
     cert_name = f"cert_file {cert_file}" if cert_file else "cert"
     key_name = f"key_file {key_file}" if key_file else "key"
+    cert = cert_file.read_bytes() if cert_file else (tls.cert or "").encode()
+    secret = tls.key.get_secret_value() if tls.key else ""
+    key = key_file.read_bytes() if key_file else secret.encode()
+    if b"CERTIFICATE-----" not in cert:
+        raise _tls_problem(f"{cert_name} is not a PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise _tls_problem(f"{key_name} is not a PEM private key")
+
+    def refuse_passphrase() -> bytes:
+        # A daemon cannot type one: without this, OpenSSL would prompt on the terminal.
+        raise _tls_problem(f"{key_name} is encrypted; give an unencrypted key")
+
     # load_cert_chain reads only files: inline PEM goes to a private temporary directory
     # (mode 0700, files 0600), removed as soon as OpenSSL has read it.
     with tempfile.TemporaryDirectory(prefix="webconfig-") as tmp:
-        if cert_file is None:
-            cert_file = _write_private(Path(tmp) / "cert.pem", tls.cert or "")
-        if key_file is None:
-            key_secret = tls.key.get_secret_value() if tls.key else ""
-            key_file = _write_private(Path(tmp) / "key.pem", key_secret)
-        if b"CERTIFICATE-----" not in cert_file.read_bytes():
-            raise _error(path, f"tls_server_config: {cert_name} is not a PEM certificate")
-        if b"PRIVATE KEY-----" not in key_file.read_bytes():
-            raise _error(path, f"tls_server_config: {key_name} is not a PEM private key")
+        cert_file = cert_file or _write_private(Path(tmp) / "cert.pem", cert)
+        key_file = key_file or _write_private(Path(tmp) / "key.pem", key)
         try:
-            context.load_cert_chain(cert_file, key_file, password=_no_passphrase)
-        except _EncryptedKeyError:
-            raise _error(
-                path, f"tls_server_config: {key_name} is encrypted; give an unencrypted key"
-            ) from None
+            context.load_cert_chain(cert_file, key_file, password=refuse_passphrase)
         except (ssl.SSLError, OSError) as exc:
-            raise _error(
-                path,
-                f"tls_server_config: cannot load {cert_name} with {key_name} ({_ssl_reason(exc)})",
-            ) from None
+            problem = f"cannot load {cert_name} with {key_name} ({_ssl_reason(exc)})"
+            raise _tls_problem(problem) from None
 
 
-def _load_client_ca(
-    path: Path, context: ssl.SSLContext, tls: _TLSServerConfig, ca_file: Path | None
-) -> None:
-    name = f"client_ca_file {ca_file}" if ca_file else "client_ca"
-    try:
-        if ca_file is not None:
-            context.load_verify_locations(cafile=ca_file)
-        else:
-            context.load_verify_locations(cadata=tls.client_ca or "")
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise _error(path, f"tls_server_config: cannot load {name} ({_ssl_reason(exc)})") from None
-
-
-def _set_ciphers(path: Path, context: ssl.SSLContext, names: list[str]) -> None:
-    openssl_names = []
-    for name in names:
-        if name in _CIPHERS_TLS13:
-            continue  # not configurable, in Go as in Python: always all three
-        if name not in _CIPHERS_TLS12:
-            raise _error(path, f"tls_server_config.cipher_suites: unknown cipher {name!r}")
-        openssl_names.append(_CIPHERS_TLS12[name])
-    if not openssl_names:
-        return
-    try:
-        context.set_ciphers(":".join(openssl_names))
-    except ssl.SSLError:
-        raise _error(
-            path, "tls_server_config.cipher_suites: none of these is available in OpenSSL"
-        ) from None
-
-
-def _set_curves(path: Path, context: ssl.SSLContext, names: list[str]) -> None:
-    for name in names:
-        if name not in _CURVES:
-            expected = ", ".join(_CURVES)
-            raise _error(
-                path,
-                f"tls_server_config.curve_preferences: unknown curve {name!r} "
-                f"(expected {expected})",
-            )
-    if len(names) == 1:  # Python 3.11 can restrict to one curve, not set an ordered list
-        context.set_ecdh_curve(_CURVES[names[0]])
-
-
-def _write_private(file: Path, text: str) -> Path:
+def _write_private(file: Path, data: bytes) -> Path:
     fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
     return file
 
 
@@ -617,6 +427,19 @@ def _ssl_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _error(path: Path, problem: str) -> WebConfigError:
-    # One line whatever the problem text holds.
-    return WebConfigError(" ".join(f"{path}: {problem}".split()))
+def load_web_config(path: Path | None) -> WebConfig:
+    """Read and check the web configuration file; ``None`` means no file (plain HTTP)."""
+    if path is None:
+        return WebConfig(None, {}, ())
+    try:
+        parsed = read_yaml(path, _WebConfigFile)
+        if parsed.rate_limit is not None:
+            raise FileProblem(f"rate_limit: {_NOT_SUPPORTED}")
+        users = _users(parsed.basic_auth_users or {})
+        http = parsed.http_server_config
+        headers = _headers((http.headers if http else None) or {})
+        tls = parsed.tls_server_config
+        context = _ssl_context(tls, path.parent) if tls is not None else None
+    except FileProblem as exc:
+        raise WebConfigError(" ".join(f"{path}: {exc}".split())) from None  # one line, always
+    return WebConfig(context, users, headers)
