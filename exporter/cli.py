@@ -10,7 +10,7 @@ import sys
 from pydantic import SecretStr
 
 from exporter import __version__, backfill, check, healthcheck
-from exporter.config import ConfigError, Settings, env_name, load_apps
+from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, shard_of
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
 from exporter.server import RunningServer
@@ -63,6 +63,19 @@ def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
     return demo, server
 
 
+def load_share(settings: Settings) -> tuple[AppConfig, ...]:
+    """The apps this process polls: all of them, or its shard's share."""
+    apps = load_apps(settings)
+    total = settings.total_shards
+    if total == 1:
+        return apps
+    share = tuple(app for app in apps if shard_of(app.name, total) == settings.shard)
+    logging.getLogger(__name__).info(
+        "shard %d of %d: polling %d of %d app(s)", settings.shard, total, len(share), len(apps)
+    )
+    return share
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -79,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         if args.demo:
             settings, _ = _start_demo(settings)
-        apps = load_apps(settings)
+        apps = load_share(settings)
         web_config = load_web_config(settings.web_config_file)
     except (ConfigError, WebConfigError) as exc:
         where = f"{env_name('web_config_file')}: " if isinstance(exc, WebConfigError) else ""
@@ -90,6 +103,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: {message}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(run(settings, apps, lambda: load_apps(settings), web_config))
+        return asyncio.run(run(settings, apps, lambda: load_share(settings), web_config))
     except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were in place
         return 0

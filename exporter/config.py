@@ -8,6 +8,7 @@ optional YAML config file, into the ConnectyCube apps to poll. Every problem is 
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -206,6 +207,10 @@ class Settings(BaseSettings):
     """DEBUG, INFO, WARNING or ERROR"""
     log_format: LogFormat = "text"
     """text or json"""
+    shard: Annotated[int, Field(ge=0)] = 0
+    """this process's shard, from 0: it polls the apps whose name hashes to it"""
+    total_shards: Annotated[int, Field(ge=1, le=1000)] = 1
+    """processes that share the apps between them, each with its own shard"""
 
     @model_validator(mode="after")
     def _within_interval(self) -> Settings:
@@ -219,6 +224,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_name('max_staleness_seconds')} must be at least {interval}, "
                 "or counts would vanish between polls"
+            )
+        if self.shard >= self.total_shards:
+            raise ValueError(
+                f"{env_name('shard')} must be below {env_name('total_shards')} "
+                f"({self.total_shards}): shards count from 0"
             )
         return self
 
@@ -349,3 +359,9 @@ def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
         names = {**settings.dialog_type_names, **(entry.dialog_type_names or {})}
         apps.append(_app(entry.name, key, url, types, names, where))
     return tuple(apps)
+
+
+def shard_of(app_name: str, total_shards: int) -> int:
+    """The one shard that polls an app: a stable hash (CRC-32) of its name, the same in
+    every process, on every machine and in every release."""
+    return zlib.crc32(app_name.encode()) % total_shards
