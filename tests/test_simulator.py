@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from exporter.server import RunningServer
 from tests.simulator import (
     API_KEY_HEADER,
     DIALOGS_PER_DAY_PATH,
     DIALOGS_TOTAL_PATH,
     MESSAGES_PER_DAY_PATH,
     MESSAGES_TOTAL_PATH,
+    RunningServer,
     Simulator,
     start_simulator,
 )
