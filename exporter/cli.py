@@ -13,7 +13,8 @@ from exporter import __version__, backfill, check, healthcheck
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, shard_of
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.server import RunningServer
+from exporter.server import Server, serve
+from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
 
 DEMO_KEY = "demo-key"
@@ -44,11 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_demo(settings: Settings) -> tuple[Settings, RunningServer]:
+def _start_demo(settings: Settings) -> tuple[Settings, Server]:
     """Start the simulator in this process and point the settings at it."""
-    from exporter.simulator import Simulator, start_simulator  # only the demo needs it
-
-    server = start_simulator(Simulator(api_keys=[DEMO_KEY], timezone=settings.timezone))
+    server = serve(Simulator([DEMO_KEY], settings.timezone), "127.0.0.1:0")
     logging.getLogger(__name__).info(
         "demo: polling the built-in simulator of the ConnectyCube API at %s", server.url
     )

@@ -1,4 +1,4 @@
-"""HTTP servers: the exporter's, on an event loop; the simulator's, a thread per connection.
+"""The exporter's HTTP server, on an event loop of its own thread.
 
 ``serve`` is the exporter's server. It runs asyncio on a thread of its own and parses
 HTTP/1.1 with h11. A connection waiting for its request is a socket, a small protocol
@@ -34,9 +34,6 @@ poller's loop busy for seconds at a time (about 3 ms of CPU per API request), an
 scrape served there would queue behind it; a body rendered there after a new snapshot
 would hold up the polls. On their own threads, the two share only the GIL, as the
 thread-per-connection server did before.
-
-``RunningServer`` is the simulator's WSGI server (``wsgiref``, one thread per
-connection): it serves tests and the demo, never hostile clients.
 """
 
 from __future__ import annotations
@@ -47,29 +44,21 @@ import ipaddress
 import logging
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from exporter.config import parse_listen_address
 
 if TYPE_CHECKING:  # imported by the server's thread as it starts: see ``_import_h11``
     import h11
 
-WSGIApp = Callable[..., Any]
-
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- the exporter's
 
 
 @dataclass(frozen=True)
@@ -90,12 +79,13 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One request head: the method, the path (no query, %-decoded) and the headers."""
+    """One request head: the method, the path (%-decoded), the headers and the query."""
 
     method: str
     path: str
     headers: Mapping[str, str]  # lower-case names; repeated headers joined with ", "
     client: str = ""  # the address it came from (an IPv6 /64), as the connection caps count
+    query: str = ""  # as sent, without the "?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -709,12 +699,12 @@ def _request(event: h11.Request, client: str) -> Request:
     target = event.target.decode("latin-1")
     if not target.startswith("/"):  # absolute form (http://host/path), or * (OPTIONS)
         target = urlsplit(target).path or target
-    path = unquote(target.partition("?")[0], "latin-1")
+    path, _, query = target.partition("?")
     headers: dict[str, str] = {}
     for raw_name, raw_value in event.headers:
         name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return Request(event.method.decode("latin-1"), path, headers, client)
+    return Request(event.method.decode("latin-1"), unquote(path, "latin-1"), headers, client, query)
 
 
 def _head_size(event: h11.Request) -> int:
@@ -756,104 +746,3 @@ def _http_date() -> bytes:
 
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
-
-
-# --------------------------------------------------------------------------- the simulator's
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Sends wsgiref's per-request access log to debug logging instead of stderr."""
-
-    # A client that connects and goes silent must not hold its thread for ever.
-    timeout = 30
-
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.request, ssl.SSLSocket):
-            # The TLS handshake runs here, on this connection's own thread: done in
-            # accept(), one slow or hostile client would stall every other one.
-            self.request.do_handshake()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    # Many scrapers (or benchmark clients) may connect at once.
-    request_queue_size = 128
-
-    # One thread per connection, so connections are capped: a flood of idle clients
-    # is turned away at the door instead of costing a thread each.
-    max_connections = 256
-
-    def server_activate(self) -> None:
-        self._connections = threading.BoundedSemaphore(self.max_connections)
-        super().server_activate()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._connections.acquire(blocking=False):
-            log.debug("too many connections: closing one from %s", client_address)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._connections.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A failed handshake or a dropped connection is the client's business: one
-        # debug line, not a traceback on stderr.
-        log.debug("connection from %s failed: %s", client_address, sys.exc_info()[1])
-
-
-class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class RunningServer:
-    """A WSGI server (one thread per connection) serving on a background thread until
-    ``stop()``: the simulator's, for tests and the demo, not for hostile clients."""
-
-    def __init__(
-        self, app: WSGIApp, host: str, port: int, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-        self._server = make_server(
-            host, port, app, server_class=server_class, handler_class=_QuietHandler
-        )
-        self.scheme = "http"
-        if ssl_context is not None:
-            self._server.socket = ssl_context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
-            self.scheme = "https"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"http-{port}", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def host(self) -> str:
-        return str(self._server.server_address[0])
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -1,4 +1,4 @@
-"""The test suite's rig around the demo's API simulator (:mod:`exporter.simulator`).
+"""The test suite's rig: a simulated API with the demo's data (:mod:`exporter.simulator`).
 
 Used by the tests and the benchmarks, never shipped. Serve it with :func:`start_simulator`
 or ``python -m tests.simulator``. On top of the demo's random history it adds:
@@ -12,6 +12,9 @@ or ``python -m tests.simulator``. On top of the demo's random history it adds:
 * faults (latency, error statuses, malformed or pathological bodies), switched on with
   :meth:`Simulator.set_faults` or over HTTP with ``POST /_sim/faults``;
 * request counters, and the ``/_sim/`` control API.
+
+It is a WSGI app, served by ``wsgiref`` on a thread per connection: a held answer (a hang,
+a trickle) blocks only its own thread.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -31,82 +35,48 @@ from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
-from datetime import date
+from datetime import date, timedelta
+from http import HTTPStatus
+from socketserver import ThreadingMixIn
 from typing import Any, Literal, TypeAlias, get_args
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exporter import simulator as demo
-from exporter.api import MESSAGES, Kind
-from exporter.server import RunningServer
+from exporter.api import API_KEY_HEADER, MESSAGES, Kind, endpoint_path
+from exporter.config import parse_listen_address
 from exporter.simulator import (
-    API_KEY_HEADER,
-    DIALOGS_PER_DAY_PATH,
-    DIALOGS_TOTAL_PATH,
+    DIALOG_TYPES,
     ENDPOINTS,
-    HISTORY_KINDS,
-    JSON,
-    MESSAGES_PER_DAY_PATH,
-    MESSAGES_TOTAL_PATH,
-    Calendar,
     Endpoint,
     History,
     Query,
-    Reading,
     Refused,
+    date_of,
+    error_body,
     events_window,
-    require,
-    send,
-    send_error,
-    send_json,
-    start_simulator,
-    status_line,
-    zone_info,
+    parse_query,
 )
 
-__all__ = [
-    "ALL_DIALOGS",
-    "API_KEY_HEADER",
-    "BODY_MODES",
-    "DIALOGS_PER_DAY_PATH",
-    "DIALOGS_TOTAL_PATH",
-    "ENDPOINTS",
-    "MESSAGES_PER_DAY_PATH",
-    "MESSAGES_TOTAL_PATH",
-    "PLAN_FORBIDDEN_MESSAGE",
-    "CountFormat",
-    "ErrorShape",
-    "Faults",
-    "OffsetCounts",
-    "Simulator",
-    "Variant",
-    "main",
-    "start_simulator",
-]
-
+MESSAGES_TOTAL_PATH = endpoint_path(MESSAGES, per_day=False)
+MESSAGES_PER_DAY_PATH = endpoint_path(MESSAGES, per_day=True)
+DIALOGS_TOTAL_PATH = endpoint_path(1, per_day=False)
+DIALOGS_PER_DAY_PATH = endpoint_path(1, per_day=True)
+API_KEY_ENVIRON = "HTTP_" + API_KEY_HEADER.upper().replace("-", "_")
+JSON = "application/json"
 ALL_DIALOGS = "dialogs"  # accepted by count()/per_day() only: every dialog type together
+# Calendar day 0 of a start_date before year 1 (which date_of() cannot name) is 0001-01-03.
+_EARLIEST_TS = (date(1, 1, 3).toordinal() - date(1970, 1, 1).toordinal()) * 86400.0
 
-BODY_MODES = frozenset(
-    {
-        "garbage",
-        "truncated",
-        "wrong_shape",
-        "negative",
-        "float",
-        "bad_date_key",
-        "empty",
-        "huge",
-        "trickle",
-        "hang",
-        "reset",
-        "error_body",
-    }
-)
+log = logging.getLogger(__name__)
+
 # These replace the whole answer (before auth), like a broken proxy in front of the API.
 _TRANSPORT_MODES = frozenset({"garbage", "truncated", "huge", "trickle", "reset"})
 # These reshape an otherwise successful answer, like a buggy API release.
 _VALUE_MODES = frozenset(
     {"wrong_shape", "negative", "float", "bad_date_key", "empty", "error_body"}
 )
+BODY_MODES = _TRANSPORT_MODES | _VALUE_MODES | {"hang"}  # "hang" holds the request
 
 _RECENT_REQUESTS = 1000
 _HANG_POLL_SECONDS = 0.05
@@ -121,6 +91,18 @@ _GARBAGE = b"<html><body><h1>502 Bad Gateway</h1>upstream went away</body></html
 
 
 # --------------------------------------------------------------------------- explicit events
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def zone_info(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {timezone!r}") from exc
 
 
 class _ExplicitEvents:
@@ -149,12 +131,15 @@ class _ExplicitEvents:
         return bisect_left(self._timestamps(key, kind), x)
 
     def per_day(
-        self, key: str, kind: Kind, lo: float, hi: float, calendar: Calendar
+        self, key: str, kinds: Iterable[Kind], lo: float, hi: float, zone: ZoneInfo
     ) -> Counter[date]:
-        """Counts of events with lo <= ts < hi, by local date of ``calendar``."""
-        timestamps = self._timestamps(key, kind)
-        window = timestamps[bisect_left(timestamps, lo) : bisect_left(timestamps, hi)]
-        return Counter(calendar.date_of(ts) for ts in window)
+        """Counts of events of ``kinds`` with lo <= ts < hi, by local date in ``zone``."""
+        counts: Counter[date] = Counter()
+        for kind in kinds:
+            timestamps = self._timestamps(key, kind)
+            window = timestamps[bisect_left(timestamps, lo) : bisect_left(timestamps, hi)]
+            counts.update(date_of(ts, zone) for ts in window)
+        return counts
 
     def _timestamps(self, key: str, kind: Kind) -> list[float]:
         return self._events.get(key, {}).get(kind, [])
@@ -171,11 +156,11 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _checked_timestamp(ts: float, calendars: Iterable[Calendar]) -> float:
+def _checked_timestamp(ts: float, zones: Iterable[ZoneInfo]) -> float:
     require(_is_number(ts) and math.isfinite(ts), f"bad timestamp {ts!r}")
     try:
-        for calendar in calendars:
-            calendar.date_of(ts)
+        for zone in zones:
+            date_of(ts, zone)
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"timestamp out of range: {ts!r}") from exc
     return float(ts)
@@ -312,9 +297,9 @@ _BOOLEAN_FIELDS = (
 
 
 @dataclass(frozen=True)
-class Variant(Reading):
+class Variant:
     """One reading of what the API documentation leaves open; the defaults are the client's
-    (and the documented :class:`Reading` the demo plays)."""
+    (and the documented reading the demo plays)."""
 
     # Whether events at exactly start_date / end_date count (events after now never do).
     start_inclusive: bool = True
@@ -361,18 +346,27 @@ class Variant(Reading):
 
     def window(self, start: float | None, end: float | None, now: float) -> tuple[float, float]:
         """Half-open [lo, hi) of the events these bounds select that exist at ``now``."""
-        return events_window(start, end, now, self.start_inclusive, self.end_inclusive)
+        # Timestamps are floats, so ts > x is exactly ts >= nextafter(x).
+        if start is not None and not self.start_inclusive:
+            start = math.nextafter(start, math.inf)
+        if end is not None and self.end_inclusive:
+            end = math.nextafter(end, math.inf)
+        return events_window(start, end, now)
 
-    def page(
-        self, days: dict[date, int], limit: int, offset: int, origin: date | None
-    ) -> list[tuple[date, int]]:
-        """One per-day answer from ascending nonzero ``days``; ``origin`` is calendar day 0."""
-        if self.offset_counts == "days_with_data":
-            page = super().page(days, limit, offset, origin)
+    def page(self, days: dict[date, int], query: Query, zone: ZoneInfo) -> list[tuple[date, int]]:
+        """One per-day answer from ascending nonzero ``days``, per-day keys in ``zone``."""
+        if self.offset_counts == "days_with_data" or not days:
+            page = list(days.items())[query.offset : query.offset + query.limit]
         else:
-            origin = origin or next(iter(days), None)
-            first = (origin.toordinal() if origin else 0) + offset
-            page = [(day, n) for day, n in days.items() if first <= day.toordinal() < first + limit]
+            origin = next(iter(days))  # calendar day 0, even when nothing happened on it
+            if query.start is not None:
+                origin = date_of(max(query.start, _EARLIEST_TS), zone)
+            first = origin.toordinal() + query.offset
+            page = [
+                (day, n)
+                for day, n in days.items()
+                if first <= day.toordinal() < first + query.limit
+            ]
         # The server's own cap on the entries of one answer, whatever limit counts.
         return page[: self.page_cap]
 
@@ -380,17 +374,58 @@ class Variant(Reading):
         """A count as this variant writes it in JSON."""
         if self.count_format == "string":
             return str(n)
-        return float(n) if self.count_format == "float" else super().count(n)
+        return float(n) if self.count_format == "float" else n
 
     def error(self, message: str) -> dict[str, Any]:
         """An error body in this variant's shape."""
-        return {"errors": [message]} if self.error_shape == "list" else super().error(message)
+        return {"errors": [message]} if self.error_shape == "list" else error_body(message)
 
 
 DEFAULT_VARIANT = Variant()
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
+
+
+def status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def send(
+    start_response: StartResponse,
+    status: int,
+    body: bytes,
+    content_type: str = JSON,
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
+    start_response(
+        status_line(status),
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers],
+    )
+    return [body]
+
+
+def send_json(
+    start_response: StartResponse,
+    status: int,
+    payload: Any,
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
+    return send(start_response, status, json.dumps(payload).encode(), headers=headers)
+
+
+def send_error(
+    start_response: StartResponse,
+    status: int,
+    message: str,
+    headers: Iterable[tuple[str, str]] = (),
+    variant: Variant = DEFAULT_VARIANT,
+) -> list[bytes]:
+    """An error body in ``variant``'s shape, by default {"errors": {"base": [message]}}."""
+    return send_json(start_response, status, variant.error(message), headers)
 
 
 class _ClosingBody:
@@ -475,8 +510,8 @@ def _read_json_object(environ: WSGIEnvironment) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the simulator
 
 
-class Simulator(demo.Simulator):
-    """The demo's simulator, with explicit events, variants, faults, stats and control API.
+class Simulator:
+    """The demo's data and API, with explicit events, variants, faults, stats and control API.
 
     ``variants`` maps API keys (valid by being listed) to the :class:`Variant` they play;
     every other valid key plays ``variant``. ``max_limit`` is the default variant's page_cap.
@@ -497,14 +532,7 @@ class Simulator(demo.Simulator):
         variant: Variant = DEFAULT_VARIANT,
         variants: Mapping[str, Variant] | None = None,
     ) -> None:
-        super().__init__(
-            api_keys=api_keys,
-            timezone=timezone,
-            history_days=history_days,
-            seed=seed,
-            random_history=random_history,
-            clock=clock,
-        )
+        require(history_days >= 0, "history_days must be >= 0")
         require(max_limit is None or max_limit >= 1, "max_limit must be >= 1")
         require(
             max_limit is None or variant.page_cap is None, "give max_limit or page_cap, not both"
@@ -515,14 +543,19 @@ class Simulator(demo.Simulator):
             all(isinstance(v, Variant) for v in [variant, *self._variants.values()]),
             "variants must be Variant instances",
         )
+        self._api_keys = frozenset([api_keys] if isinstance(api_keys, str) else api_keys)
         self._key_prefix = key_prefix
         self._shuffle_keys = shuffle_keys
-        # midnight_events keys see this history instead: the same volumes, other times.
-        self._midnight_history = (
-            History(seed, self._calendar, self._first_day, midnight=True)
-            if self._history is not None
-            else None
-        )
+        self._clock = clock
+        self._zone = zone_info(timezone)
+        first_day = date_of(clock(), self._zone) - timedelta(days=history_days)
+        # Events half a gap into their slot; midnight_events keys see the demo's history,
+        # one event at each midnight: the same volumes, other times.
+        self._history: History | None = None
+        self._midnight_history: History | None = None
+        if random_history:
+            self._history = History(seed, self._zone, first_day, phase=0.5)
+            self._midnight_history = History(seed, self._zone, first_day, phase=0.0)
         self._explicit = _ExplicitEvents()
         self._stats = _Stats()
         self._fault_lock = threading.Lock()
@@ -546,7 +579,7 @@ class Simulator(demo.Simulator):
             return False
         prefix = self._key_prefix
         return (
-            super().is_valid_key(api_key)
+            api_key in self._api_keys
             or api_key in self._variants
             or (prefix is not None and api_key.startswith(prefix))
         )
@@ -555,16 +588,13 @@ class Simulator(demo.Simulator):
         """The variant ``api_key`` plays; the default one for any key not in ``variants``."""
         return self._variants.get(api_key or "", self._variant)
 
-    def _reading_of(self, api_key: str | None) -> Reading:
-        return self.variant_of(api_key)
-
     def add_events(self, api_key: str, kind: str | int, timestamps: Iterable[float]) -> None:
         """Add events of ``kind`` ("messages" or a dialog type code) at ``timestamps``."""
         self._require_key(api_key)
         require(kind == MESSAGES or _is_int(kind), "kind must be 'messages' or an int")
-        # Both calendars must name the day: the history's and the one the key's answers use.
-        calendars = {self._calendar, self._calendar_of(self.variant_of(api_key).timezone)}
-        self._explicit.add(api_key, kind, [_checked_timestamp(ts, calendars) for ts in timestamps])
+        # Both zones must name the day: the history's and the one the key's answers use.
+        zones = {self._zone, self._zone_of(self.variant_of(api_key).timezone)}
+        self._explicit.add(api_key, kind, [_checked_timestamp(ts, zones) for ts in timestamps])
 
     def count(
         self,
@@ -580,7 +610,7 @@ class Simulator(demo.Simulator):
         key's random history has its events at other times).
         """
         self._require_key(api_key)
-        lo, hi = events_window(start, end, self._clock())  # [start, end)
+        lo, hi = events_window(start, end, self._clock())
         return self._count(api_key, self._kinds(api_key, kind), lo, hi)
 
     def per_day(
@@ -596,9 +626,8 @@ class Simulator(demo.Simulator):
         ``timezone`` cuts the days (default: the simulator's zone, whatever the key's variant).
         """
         self._require_key(api_key)
-        lo, hi = events_window(start, end, self._clock())  # [start, end)
-        calendar = self._calendar_of(timezone)
-        days = self._per_day(api_key, self._kinds(api_key, kind), lo, hi, calendar)
+        lo, hi = events_window(start, end, self._clock())
+        days = self._per_day(api_key, self._kinds(api_key, kind), lo, hi, self._zone_of(timezone))
         return {day.isoformat(): n for day, n in days.items()}
 
     def _require_key(self, api_key: str) -> None:
@@ -611,24 +640,39 @@ class Simulator(demo.Simulator):
         return [kind]
 
     def _dialog_kinds(self, api_key: str) -> list[Kind]:
+        """Every dialog type that has data for ``api_key``."""
         kinds = {kind for kind in self._explicit.kinds(api_key) if kind != MESSAGES}
-        kinds.update(super()._dialog_kinds(api_key))
+        if self._history is not None:
+            kinds.update(DIALOG_TYPES)
         return sorted(kinds, key=int)
 
-    def _history_of(self, api_key: str, kind: Kind) -> History | None:
-        if self.variant_of(api_key).midnight_events and kind in HISTORY_KINDS:
+    def _zone_of(self, timezone: str | None) -> ZoneInfo:
+        return self._zone if timezone is None else zone_info(timezone)
+
+    def _history_of(self, api_key: str) -> History | None:
+        if self.variant_of(api_key).midnight_events:
             return self._midnight_history
-        return super()._history_of(api_key, kind)
+        return self._history
 
-    def _before(self, api_key: str, kind: Kind, x: float) -> int:
-        return super()._before(api_key, kind, x) + self._explicit.before(api_key, kind, x)
+    def _count(self, api_key: str, kinds: Iterable[Kind], lo: float, hi: float) -> int:
+        """Events of ``kinds`` with lo <= ts < hi."""
+        history = self._history_of(api_key)
+        sources = [self._explicit] if history is None else [self._explicit, history]
+        return sum(
+            source.before(api_key, kind, hi) - source.before(api_key, kind, lo)
+            for source in sources
+            for kind in kinds
+        )
 
-    def _day_counts(
-        self, api_key: str, kind: Kind, lo: float, hi: float, calendar: Calendar
-    ) -> Counter[date]:
-        counts = super()._day_counts(api_key, kind, lo, hi, calendar)
-        counts.update(self._explicit.per_day(api_key, kind, lo, hi, calendar))
-        return counts
+    def _per_day(
+        self, api_key: str, kinds: list[Kind], lo: float, hi: float, zone: ZoneInfo
+    ) -> dict[date, int]:
+        """Nonzero counts of events of ``kinds`` with lo <= ts < hi by local date, ascending."""
+        counts = self._explicit.per_day(api_key, kinds, lo, hi, zone)
+        history = self._history_of(api_key)
+        if history is not None:
+            counts.update(history.per_day(api_key, kinds, lo, hi, zone))
+        return dict(sorted(counts.items()))
 
     # ----------------------------------------------------------------- faults and stats
 
@@ -702,7 +746,18 @@ class Simulator(demo.Simulator):
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_sim/"):
             return self._serve_control(environ, start_response, path)
-        return super().__call__(environ, start_response)
+        api_key = environ.get(API_KEY_ENVIRON) or None
+        if path not in ENDPOINTS:
+            variant = self.variant_of(api_key)
+            return send_error(start_response, 404, f"no such endpoint: {path}", (), variant)
+        self._stats.begin(path, environ.get("QUERY_STRING", ""), self.is_valid_key(api_key))
+        try:
+            body = self._serve_api(environ, start_response, path, api_key)
+        except BaseException:
+            self._stats.end()
+            raise
+        # in_flight drops only when the body is fully sent (or abandoned).
+        return _ClosingBody(body, self._stats.end)
 
     def _serve_api(
         self,
@@ -711,23 +766,12 @@ class Simulator(demo.Simulator):
         path: str,
         api_key: str | None,
     ) -> Iterable[bytes]:
-        self._stats.begin(path, environ.get("QUERY_STRING", ""), self.is_valid_key(api_key))
-        try:
-            body = super()._serve_api(environ, start_response, path, api_key)
-        except BaseException:
-            self._stats.end()
-            raise
-        # in_flight drops only when the body is fully sent (or abandoned).
-        return _ClosingBody(body, self._stats.end)
-
-    def _answer_get(
-        self,
-        environ: WSGIEnvironment,
-        start_response: StartResponse,
-        path: str,
-        api_key: str | None,
-    ) -> Iterable[bytes]:
+        """One request to an endpoint, with the faults that apply to it."""
         variant = self.variant_of(api_key)
+        if environ.get("REQUEST_METHOD") != "GET":
+            return send_error(
+                start_response, 405, "method not allowed", [("Allow", "GET")], variant
+            )
         endpoint = ENDPOINTS[path]
         faults, generation = self._take_faults(path, api_key)
         stopping: threading.Event = environ.get(_STOPPING_ENVIRON, _NEVER)
@@ -742,29 +786,37 @@ class Simulator(demo.Simulator):
             return self._broken_answer(faults, endpoint, environ, start_response)
         status, payload = self._answer(api_key, endpoint, environ.get("QUERY_STRING", ""))
         if status == 200 and faults.body in _VALUE_MODES:
-            today = self._calendar_of(variant.timezone).date_of(self._clock()).isoformat()
+            today = date_of(self._clock(), self._zone_of(variant.timezone)).isoformat()
             payload = _distort(faults.body, endpoint, payload, today, variant)
         return send_json(start_response, status, payload)
 
-    def _query(self, api_key: str, endpoint: Endpoint, raw_query: str) -> Query:
+    def _answer(self, api_key: str | None, endpoint: Endpoint, raw_query: str) -> tuple[int, Any]:
+        """Status and JSON answer of a GET of ``endpoint``, as the key's variant has it."""
         variant = self.variant_of(api_key)
+        if api_key is None or not self.is_valid_key(api_key):
+            return 401, variant.error("Required session does not exist")
         if variant.plan_forbidden:
-            raise Refused(PLAN_FORBIDDEN_MESSAGE, 403)
-        query = super()._query(api_key, endpoint, raw_query)
-        if variant.totals_need_window and not endpoint.per_day and None in (query.start, query.end):
-            raise Refused("start_date and end_date are required")
-        return query
-
-    def _payload(self, api_key: str, endpoint: Endpoint, query: Query) -> Any:
-        payload = super()._payload(api_key, endpoint, query)
-        if self._shuffle_keys and endpoint.per_day:
-            items = list(payload.items())
+            return 403, variant.error(PLAN_FORBIDDEN_MESSAGE)
+        try:
+            query = parse_query(raw_query, endpoint)
+            if (
+                variant.totals_need_window
+                and not endpoint.per_day
+                and None in (query.start, query.end)
+            ):
+                raise Refused("start_date and end_date are required")
+        except Refused as exc:
+            return 422, variant.error(str(exc))
+        kinds = [MESSAGES] if not endpoint.dialogs else query.types or self._dialog_kinds(api_key)
+        lo, hi = variant.window(query.start, query.end, self._clock())
+        if not endpoint.per_day:
+            return 200, {"total": variant.count(self._count(api_key, kinds, lo, hi))}
+        zone = self._zone_of(variant.timezone)
+        page = variant.page(self._per_day(api_key, kinds, lo, hi, zone), query, zone)
+        items = [(day.isoformat(), variant.count(n)) for day, n in page]
+        if self._shuffle_keys:
             random.shuffle(items)  # clients must not rely on the order of JSON keys
-            payload = dict(items)
-        return payload
-
-    def _serve(self, host: str, port: int) -> RunningServer:
-        return _SimulatorServer(self, host, port)
+        return 200, dict(items)
 
     def _hang(self, generation: int, stopping: threading.Event) -> None:
         """Hold the request until faults change or the server stops."""
@@ -825,8 +877,58 @@ class Simulator(demo.Simulator):
         return {"added": len(timestamps)}
 
 
-class _SimulatorServer(RunningServer):
-    """A RunningServer that also releases its held (hanging, slow) responses when stopped.
+# --------------------------------------------------------------------------- serving
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Sends wsgiref's per-request access log to debug logging instead of stderr."""
+
+    timeout = 30  # a client that connects and goes silent must not hold its thread for ever
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 128  # many scrapers (or benchmark clients) may connect at once
+    # One thread per connection, so connections are capped: a flood of idle clients
+    # is turned away at the door instead of costing a thread each.
+    max_connections = 256
+
+    def server_activate(self) -> None:
+        self._connections = threading.BoundedSemaphore(self.max_connections)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):
+            log.debug("too many connections: closing one from %s", client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A dropped connection is the client's business: one debug line, not a traceback.
+        log.debug("connection from %s failed: %s", client_address, sys.exc_info()[1])
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class RunningServer:
+    """A :class:`Simulator` served on a background thread until ``stop()``, which also
+    releases the answers it holds (hanging, trickling).
 
     The stop signal travels in the WSGI environ, so stopping one of several servers of
     the same simulator leaves the others' requests alone.
@@ -835,15 +937,43 @@ class _SimulatorServer(RunningServer):
     def __init__(self, simulator: Simulator, host: str, port: int) -> None:
         self._simulator = simulator
         self._stopping = threading.Event()
-        super().__init__(self._app, host, port)
+        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+        self._server = make_server(
+            host, port, self._app, server_class=server_class, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"simulator-{self.port}", daemon=True
+        )
+        self._thread.start()
 
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         environ[_STOPPING_ENVIRON] = self._stopping
         return self._simulator(environ, start_response)
 
+    @property
+    def host(self) -> str:
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
     def stop(self) -> None:
         self._stopping.set()
-        super().stop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_simulator(simulator: Simulator, address: str = "127.0.0.1:0") -> RunningServer:
+    """Serve ``simulator`` on ``address`` (HOST:PORT; port 0 picks a free port)."""
+    host, port = parse_listen_address(address)
+    return RunningServer(simulator, host, port)
 
 
 # --------------------------------------------------------------------------- command line

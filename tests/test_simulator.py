@@ -1,7 +1,8 @@
-"""Tests of the API simulator, over real HTTP."""
+"""Tests of the API simulator, over real HTTP, and of the demo's app it builds on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,13 +19,16 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from exporter.server import RunningServer
+from exporter import simulator as demo
+from exporter.api import day_start
+from exporter.server import Request
 from tests.simulator import (
     API_KEY_HEADER,
     DIALOGS_PER_DAY_PATH,
     DIALOGS_TOTAL_PATH,
     MESSAGES_PER_DAY_PATH,
     MESSAGES_TOTAL_PATH,
+    RunningServer,
     Simulator,
     start_simulator,
 )
@@ -637,6 +641,46 @@ def test_ground_truth_refuses_unknown_keys_and_kinds() -> None:
         sim.add_events(KEY, "calls", [NOW])
     with pytest.raises(ValueError, match="bad timestamp"):
         sim.add_events(KEY, "messages", [float("nan")])
+
+
+# ----------------------------------------------------------------------------- the demo's app
+
+
+def test_demo_app_answers_the_documented_api() -> None:
+    """``exporter.simulator``'s own app, as ``--demo`` serves it: no rig around it."""
+    app = demo.Simulator(["demo-key"], "Europe/Berlin")
+    zone = ZoneInfo("Europe/Berlin")
+    today = datetime.now(zone).date()
+    midnight = day_start(today, zone)
+
+    def get(path: str, query: str = "", key: str = "demo-key") -> tuple[int, Any]:
+        request = Request("GET", path, {API_KEY_HEADER.lower(): key}, query=query)
+        response = asyncio.run(app(request))
+        assert ("Content-Type", "application/json") in response.headers
+        return response.status, json.loads(response.body)
+
+    assert get(MESSAGES_TOTAL_PATH, key="wrong") == (
+        401,
+        {"errors": {"base": ["Required session does not exist"]}},
+    )
+    assert get("/admin/stats/calls/made-total")[0] == 404
+    assert get(MESSAGES_PER_DAY_PATH, "limit=0")[0] == 422
+    assert get(DIALOGS_TOTAL_PATH, "types[]=group")[0] == 422
+    # Every day of the history has messages, today too from its first second on.
+    status, days = get(MESSAGES_PER_DAY_PATH, f"limit=500&start_date={midnight - 400 * 86400}")
+    assert status == 200
+    assert len(days) == 401
+    assert min(days.values()) > 0
+    assert list(days)[-1] == today.isoformat()
+    # Pages of ``limit`` days with data, and totals that agree with them.
+    window = f"end_date={midnight}"
+    pages = [get(MESSAGES_PER_DAY_PATH, f"{window}&limit=150&offset={n}")[1] for n in (0, 150, 300)]
+    assert [len(page) for page in pages] == [150, 150, 100]
+    merged = {day: n for page in pages for day, n in page.items()}
+    assert get(MESSAGES_TOTAL_PATH, window)[1] == {"total": sum(merged.values())}
+    by_type = [get(DIALOGS_TOTAL_PATH, f"{window}&types[]={t}")[1]["total"] for t in range(1, 6)]
+    assert get(DIALOGS_TOTAL_PATH, window)[1] == {"total": sum(by_type)}
+    assert 0 < sum(by_type) < sum(merged.values()) / 3
 
 
 # ----------------------------------------------------------------------------- CLI

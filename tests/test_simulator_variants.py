@@ -22,7 +22,6 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from exporter.server import RunningServer
 from tests.simulator import (
     API_KEY_HEADER,
     BODY_MODES,
@@ -34,6 +33,7 @@ from tests.simulator import (
     PLAN_FORBIDDEN_MESSAGE,
     CountFormat,
     ErrorShape,
+    RunningServer,
     Simulator,
     Variant,
     start_simulator,
