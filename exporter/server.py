@@ -117,7 +117,8 @@ def serve(
 
 
 class Server:
-    """Serves ``handler`` on an event loop of its own thread, where all but ``stop`` runs."""
+    """Serves ``handler`` on an event loop of its own thread: all but ``stop`` and
+    ``connections`` runs there, so nothing needs a lock."""
 
     def __init__(
         self,
@@ -132,7 +133,7 @@ class Server:
         self.host: str = sock.getsockname()[0]
         self.port: int = sock.getsockname()[1]
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"{'https' if ssl_context else 'http'}://{host}:{self.port}"
+        self.url = f"{'https' if ssl_context is not None else 'http'}://{host}:{self.port}"
         # Connections waiting for a request, in the order they began to wait: never
         # answered (``_fresh``), or answered and kept alive (``_idle``).
         self._open: dict[_Connection, None] = {}
