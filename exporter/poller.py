@@ -15,13 +15,12 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api import MESSAGES, Kind, all_time_window, endpoint_label, endpoint_path, local_day
 from exporter.client import APIError, APIStatusError, StatsClient
-from exporter.config import AppConfig
+from exporter.config import AppConfig, Settings
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 
 log = logging.getLogger(__name__)
@@ -44,17 +43,12 @@ class Poller:
     """Owns the apps' jobs and the current snapshot, which only the event loop replaces."""
 
     def __init__(
-        self,
-        client: StatsClient,
-        zone: ZoneInfo,
-        interval: float,
-        deadline: float,
-        scheduler: AsyncIOScheduler,
+        self, client: StatsClient, settings: Settings, scheduler: AsyncIOScheduler
     ) -> None:
         self._client = client
-        self._zone = zone
-        self._interval = interval
-        self._deadline = deadline
+        self._zone = settings.zone
+        self._interval = settings.poll_interval_seconds
+        self._deadline = settings.poll_deadline
         self._scheduler = scheduler
         self._apps: dict[str, AppConfig] = {}
         self.snapshot = Snapshot()  # replaced whole, on the event loop only
