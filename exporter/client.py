@@ -46,8 +46,6 @@ T = TypeVar("T")
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS: Final = 3600.0  # a hostile or broken header must not silence an app
 MIN_RETRY_SECONDS: Final = 0.5  # the least time left for which a retry is still sent
-# gzip or zlib, told apart by their headers; the decoder of any encoding the API may use.
-COMPRESSED_WBITS: Final = 32 + zlib.MAX_WBITS
 
 
 class APIError(Exception):
@@ -55,10 +53,11 @@ class APIError(Exception):
 
     outcome: ClassVar[str] = "error"
 
-    def __init__(self, endpoint: str, reason: str) -> None:
+    def __init__(self, endpoint: str, reason: str, status: int | None = None) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.endpoint = endpoint
         self.reason = reason
+        self.status = status  # of the answer, for an APIStatusError
 
 
 class APITimeout(APIError):
@@ -71,10 +70,6 @@ class APIConnectionError(APIError):
 
 class APIStatusError(APIError):
     outcome = "http_error"
-
-    def __init__(self, endpoint: str, status: int, reason: str) -> None:
-        super().__init__(endpoint, reason)
-        self.status = status
 
 
 class APIInvalidResponse(APIError):
@@ -202,12 +197,10 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
 
 
 class StatsClient:
-    """Fetches counts for any app over one shared ``httpx.AsyncClient``.
-
-    Transient failures (connection errors, timeouts, 429 and 5xx) are retried with
-    exponential backoff and full jitter, never past the caller's deadline. A 429 or 503's
-    ``Retry-After`` holds every request to that app, across polls. Requests in flight are
-    capped across all apps.
+    """Fetches counts for any app over one shared ``httpx.AsyncClient``, with requests in
+    flight capped across all apps. Transient failures (connection errors, timeouts, 429,
+    5xx) are retried with exponential backoff and full jitter, never past the caller's
+    deadline; a 429 or 503's ``Retry-After`` holds every request to the app, across polls.
     """
 
     def __init__(self, http: httpx.AsyncClient, limits: ClientLimits | None = None) -> None:
@@ -225,7 +218,7 @@ class StatsClient:
         start: int | None = None,
         end: int | None = None,
         *,
-        deadline: float | None = None,
+        deadline: float = math.inf,
     ) -> int:
         """All-time count of ``kind``, or the count between ``start`` and ``end``."""
         path = endpoint_path(kind, per_day=False)
@@ -239,7 +232,7 @@ class StatsClient:
         end: int | None = None,
         limit: int | None = None,
         *,
-        deadline: float | None = None,
+        deadline: float = math.inf,
     ) -> dict[date, int]:
         """Counts of ``kind`` by day between ``start`` and ``end``; quiet days are absent."""
         path = endpoint_path(kind, per_day=True)
@@ -254,8 +247,8 @@ class StatsClient:
         last: date,
         zone: ZoneInfo,
         *,
-        deadline: float | None = None,
-        done: Callable[[date, date], None] | None = None,
+        deadline: float = math.inf,
+        done: Callable[[date, date], None] = lambda first, last: None,
     ) -> dict[date, int]:
         """The count of each day with activity from ``first`` to ``last``, exactly.
 
@@ -282,8 +275,7 @@ class StatsClient:
             page = await self._page(app, kind, start, end - 1, deadline)
             counts = {day: n for day, n in page.items() if day == first}
         if len(counts) == span or not self._full(app, page):
-            if done is not None:
-                done(first, last)
+            done(first, last)
             return counts
         if span == 1:
             raise APIInvalidResponse(
@@ -300,13 +292,7 @@ class StatsClient:
         return {**lower, **upper}
 
     async def total_at_end_of(
-        self,
-        app: AppConfig,
-        kind: Kind,
-        day: date,
-        zone: ZoneInfo,
-        *,
-        deadline: float | None = None,
+        self, app: AppConfig, kind: Kind, day: date, zone: ZoneInfo, *, deadline: float = math.inf
     ) -> int:
         """The all-time total as it stood at the end of ``day``, whatever the bounds.
 
@@ -319,7 +305,7 @@ class StatsClient:
         return total - edge.get(day + ONE_DAY, 0)
 
     async def _page(
-        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float | None
+        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float
     ) -> dict[date, int]:
         page = await self.per_day(app, kind, start, end, limit=PAGE_DAYS, deadline=deadline)
         longest = self._longest_page.get(app.name, 0)
@@ -340,15 +326,9 @@ class StatsClient:
         self._longest_page.pop(app_name, None)
 
     async def _get(
-        self,
-        app: AppConfig,
-        path: str,
-        query: str,
-        deadline: float | None,
-        parse: Callable[[Any], T],
+        self, app: AppConfig, path: str, query: str, deadline: float, parse: Callable[[Any], T]
     ) -> T:
         """The answer, parsed; transient failures retried while the deadline leaves time."""
-        deadline = math.inf if deadline is None else deadline
         retries = 0
         previous: APIError | None = None
         while True:
@@ -365,16 +345,16 @@ class StatsClient:
                     # failed the attempt before it.
                     raise previous from None
                 previous = error
-                transient = isinstance(error, APITimeout | APIConnectionError) or (
-                    isinstance(error, APIStatusError) and error.status in RETRYABLE_STATUSES
-                )
-                if not transient or retries >= self._limits.max_retries:
-                    raise
+                transient = isinstance(error, APITimeout | APIConnectionError)
                 ceiling = min(self._limits.backoff_max, self._limits.backoff_base * 2**retries)
                 delay = random.uniform(0, ceiling)
                 # A retry with less time left than an answer takes would only fail again.
                 worth = min(self._limits.request_timeout, MIN_RETRY_SECONDS)
-                if time.monotonic() + delay + worth >= deadline:
+                if (
+                    not (transient or error.status in RETRYABLE_STATUSES)
+                    or retries >= self._limits.max_retries
+                    or time.monotonic() + delay + worth >= deadline
+                ):
                     raise
                 retries += 1
                 await asyncio.sleep(delay)
@@ -405,7 +385,9 @@ class StatsClient:
             except (TimeoutError, httpx.TimeoutException):
                 raise APITimeout(path, f"timed out after {budget:.3g}s") from None
             except httpx.TransportError as exc:
-                raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
+                detail = str(exc).strip()
+                reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+                raise APIConnectionError(path, _scrub(reason, app)) from None
             except zlib.error:
                 raise APIInvalidResponse(path, "compressed answer does not decode") from None
         finally:
@@ -419,13 +401,13 @@ class StatsClient:
         errors = payload.get("errors") if isinstance(payload, dict) else None
         if not response.is_success or errors is not None:
             # Some APIs say "no" inside a 200: that is a refusal too, not a strange count.
-            delay = parse_retry_after(response.headers.get("Retry-After"))
+            delay = parse_retry_after(response.headers.get("Retry-After", ""))
             if response.status_code in (429, 503) and delay is not None:
                 until = time.monotonic() + delay
                 self._not_before[app.name] = max(self._not_before.get(app.name, 0.0), until)
             message = _scrub(_error_message(errors), app)[:200]  # mask, then shorten
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
-            raise APIStatusError(path, response.status_code, reason)
+            raise APIStatusError(path, reason, response.status_code)
         return payload
 
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
@@ -438,7 +420,8 @@ class StatsClient:
         if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
             # Stacked encodings ("gzip, gzip") only serve to multiply a bomb's ratio.
             raise APIInvalidResponse(path, "answer has a stacked or unsupported Content-Encoding")
-        decoder = None if encoding in ("", "identity") else zlib.decompressobj(COMPRESSED_WBITS)
+        # gzip or zlib (deflate), told apart by their headers.
+        decoder = None if encoding in ("", "identity") else zlib.decompressobj(32 + zlib.MAX_WBITS)
         chunks = []
         size = 0
         async for raw in response.aiter_raw():
@@ -453,10 +436,8 @@ class StatsClient:
         return b"".join(chunks)
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
-    if value is None:
-        return None
     value = value.strip()
     if value.isascii() and value.isdigit():
         seconds = float(value)
@@ -469,11 +450,6 @@ def parse_retry_after(value: str | None) -> float | None:
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
-
-
-def _transport_reason(exc: httpx.TransportError) -> str:
-    detail = str(exc).strip()
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _scrub(text: str, app: AppConfig) -> str:
