@@ -14,8 +14,7 @@ from functools import cached_property, partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
