@@ -1,8 +1,8 @@
-"""The ConnectyCube Admin Statistics API: requests, answers and their errors.
+"""The ConnectyCube Admin Statistics API over HTTP: requests, answers and their errors.
 
-Nothing here knows about Prometheus. Every failure is raised as an ``APIError``
-subclass whose ``outcome`` names the kind of failure and whose message names the
-endpoint and the reason, never the API key.
+Nothing here knows about Prometheus. Every failure is raised as an ``APIError`` subclass
+whose ``outcome`` names the kind of failure and whose message names the endpoint and the
+reason, never the API key.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import random
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from email.utils import parsedate_to_datetime
@@ -42,9 +43,8 @@ from exporter.config import AppConfig, Settings
 
 T = TypeVar("T")
 
-DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20  # 100 days of counts are ~2 KB
 RETRYABLE_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER_SECONDS: Final = 3600.0
+MAX_RETRY_AFTER_SECONDS: Final = 3600.0  # a hostile or broken header must not silence an app
 MIN_RETRY_SECONDS: Final = 0.5  # the least time left for which a retry is still sent
 
 
@@ -53,10 +53,11 @@ class APIError(Exception):
 
     outcome: ClassVar[str] = "error"
 
-    def __init__(self, endpoint: str, reason: str) -> None:
+    def __init__(self, endpoint: str, reason: str, status: int | None = None) -> None:
         super().__init__(f"{endpoint}: {reason}")
         self.endpoint = endpoint
         self.reason = reason
+        self.status = status  # of the answer, for an APIStatusError
 
 
 class APITimeout(APIError):
@@ -69,10 +70,6 @@ class APIConnectionError(APIError):
 
 class APIStatusError(APIError):
     outcome = "http_error"
-
-    def __init__(self, endpoint: str, status: int, reason: str) -> None:
-        super().__init__(endpoint, reason)
-        self.status = status
 
 
 class APIInvalidResponse(APIError):
@@ -143,16 +140,8 @@ def build_query(
     offset: int | None = None,
 ) -> str:
     """The query string; the dialog type filter must be spelled ``types[]=N``."""
-    params: list[tuple[str, int]] = [
-        (name, value)
-        for name, value in (
-            ("start_date", start),
-            ("end_date", end),
-            ("limit", limit),
-            ("offset", offset),
-        )
-        if value is not None
-    ]
+    given = {"start_date": start, "end_date": end, "limit": limit, "offset": offset}
+    params = [(name, value) for name, value in given.items() if value is not None]
     if kind != MESSAGES:
         params.append(("types[]", int(kind)))
     # Brackets stay literal: a server may ignore the percent-encoded spelling.
@@ -168,7 +157,7 @@ class ClientLimits:
     backoff_base: float = 0.5  # seconds; doubles each retry, with full jitter
     backoff_max: float = 8.0
     max_concurrent_requests: int = 64  # all apps together
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_bytes: int = 1 << 20  # 100 days of counts are ~2 KB
 
 
 def limits_from(settings: Settings) -> ClientLimits:
@@ -195,8 +184,8 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
             max_connections=pool,
             max_keepalive_connections=min(pool, MAX_KEEPALIVE_CONNECTIONS),
         ),
-        # Compressed answers are not asked for; one that comes anyway is decoded here,
-        # with the size cap applied to what it decodes to (see _read_capped).
+        # Compressed answers are not asked for; one that comes anyway is decoded by
+        # StatsClient, with the size cap applied to what it decodes to.
         headers={
             "User-Agent": f"connectycube-exporter/{__version__}",
             "Accept-Encoding": "identity",
@@ -208,23 +197,15 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
 
 
 class StatsClient:
-    """Fetches counts for any app over one shared ``httpx.AsyncClient``.
-
-    Transient failures (connection errors, timeouts, 429 and 5xx gateways) are retried
-    with exponential backoff and full jitter, never past the caller's deadline. A
-    ``Retry-After`` on a 429 or 503 holds every request to that app until the time it
-    names, across polls. Requests in flight are capped across all apps.
+    """Fetches counts for any app over one shared ``httpx.AsyncClient``, with requests in
+    flight capped across all apps. Transient failures (connection errors, timeouts, 429,
+    5xx) are retried with exponential backoff and full jitter, never past the caller's
+    deadline; a 429 or 503's ``Retry-After`` holds every request to the app, across polls.
     """
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        limits: ClientLimits | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, http: httpx.AsyncClient, limits: ClientLimits | None = None) -> None:
         self._http = http
         self._limits = limits or ClientLimits()
-        self._clock = clock
         self._slots = asyncio.Semaphore(self._limits.max_concurrent_requests)
         self._not_before: dict[str, float] = {}  # app name -> clock() of the next request
         self._longest_page: dict[str, int] = {}  # app -> most days one answer held
@@ -237,12 +218,11 @@ class StatsClient:
         start: int | None = None,
         end: int | None = None,
         *,
-        deadline: float | None = None,
+        deadline: float = math.inf,
     ) -> int:
         """All-time count of ``kind``, or the count between ``start`` and ``end``."""
         path = endpoint_path(kind, per_day=False)
-        payload = await self._get_json(app, path, build_query(kind, start, end), deadline)
-        return _parsed(path, parse_total, payload, app)
+        return await self._get(app, path, build_query(kind, start, end), deadline, parse_total)
 
     async def per_day(
         self,
@@ -251,15 +231,13 @@ class StatsClient:
         start: int | None = None,
         end: int | None = None,
         limit: int | None = None,
-        offset: int | None = None,
         *,
-        deadline: float | None = None,
+        deadline: float = math.inf,
     ) -> dict[date, int]:
         """Counts of ``kind`` by day between ``start`` and ``end``; quiet days are absent."""
         path = endpoint_path(kind, per_day=True)
-        query = build_query(kind, start, end, limit, offset)
-        payload = await self._get_json(app, path, query, deadline)
-        return _parsed(path, parse_per_day, payload, app)
+        query = build_query(kind, start, end, limit)
+        return await self._get(app, path, query, deadline, parse_per_day)
 
     async def days(
         self,
@@ -269,19 +247,18 @@ class StatsClient:
         last: date,
         zone: ZoneInfo,
         *,
-        deadline: float | None = None,
-        done: Callable[[date, date], None] | None = None,
+        deadline: float = math.inf,
+        done: Callable[[date, date], None] = lambda first, last: None,
     ) -> dict[date, int]:
         """The count of each day with activity from ``first`` to ``last``, exactly.
 
-        Exact whatever the API's bounds (see ``days_window``) and whatever it caps the
-        size of a page at, which it does not say (and which may differ by plan): a page
-        shorter than the longest page the app has been given cannot have been cut short,
-        nor can one holding every day of its window. Any other may have been, and its
-        window is asked again as two halves, down to single days. ``offset``, whose
-        meaning is not documented, is never sent. ``done(first, last)`` is called as each
-        part of the range is complete.
+        Exact whatever the API's bounds (see ``days_window``) and page cap, which it does
+        not say: a page shorter than the longest the app has been given, or holding every
+        day of its window, is whole; any other window is asked again as two halves, down
+        to single days (``offset``, undocumented, is never sent). ``done(first, last)`` is
+        called as each part of the range is complete.
         """
+        path = endpoint_path(kind, per_day=True)
         start, end = days_window(first, last, zone)
         page = await self._page(app, kind, start, end, deadline)
         counts = {day: n for day, n in page.items() if first <= day <= last}
@@ -289,8 +266,7 @@ class StatsClient:
         stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
         if stray:
             raise APIInvalidResponse(
-                endpoint_path(kind, per_day=True),
-                f"asked for {first} to {last}, the answer holds {stray[0]}",
+                path, f"asked for {first} to {last}, the answer holds {stray[0]}"
             )
         span = (last - first).days + 1
         if span == 1 and not counts and last + ONE_DAY in page and self._full(app, page):
@@ -299,12 +275,11 @@ class StatsClient:
             page = await self._page(app, kind, start, end - 1, deadline)
             counts = {day: n for day, n in page.items() if day == first}
         if len(counts) == span or not self._full(app, page):
-            if done is not None:
-                done(first, last)
+            done(first, last)
             return counts
         if span == 1:
             raise APIInvalidResponse(
-                endpoint_path(kind, per_day=True),
+                path,
                 f"the API answers at most {len(page)} day(s) at a time, and the days next to "
                 f"{first} leave no room for it",
             )
@@ -317,19 +292,12 @@ class StatsClient:
         return {**lower, **upper}
 
     async def total_at_end_of(
-        self,
-        app: AppConfig,
-        kind: Kind,
-        day: date,
-        zone: ZoneInfo,
-        *,
-        deadline: float | None = None,
+        self, app: AppConfig, kind: Kind, day: date, zone: ZoneInfo, *, deadline: float = math.inf
     ) -> int:
         """The all-time total as it stood at the end of ``day``, whatever the bounds.
 
-        An inclusive ``end_date`` also counts events at exactly the next midnight, which
-        belong to the next day: a per-day answer over the same end shows them under that
-        day's key, and they are taken off again.
+        Events at exactly the next midnight, which an inclusive ``end_date`` counts too,
+        are read from a per-day answer over the same end and taken off again.
         """
         end = day_start(day + ONE_DAY, zone)
         total = await self.total(app, kind, ALL_TIME_START, end, deadline=deadline)
@@ -337,7 +305,7 @@ class StatsClient:
         return total - edge.get(day + ONE_DAY, 0)
 
     async def _page(
-        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float | None
+        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float
     ) -> dict[date, int]:
         page = await self.per_day(app, kind, start, end, limit=PAGE_DAYS, deadline=deadline)
         longest = self._longest_page.get(app.name, 0)
@@ -357,81 +325,73 @@ class StatsClient:
         self._not_before.pop(app_name, None)
         self._longest_page.pop(app_name, None)
 
-    async def _get_json(self, app: AppConfig, path: str, query: str, deadline: float | None) -> Any:
+    async def _get(
+        self, app: AppConfig, path: str, query: str, deadline: float, parse: Callable[[Any], T]
+    ) -> T:
+        """The answer, parsed; transient failures retried while the deadline leaves time."""
         retries = 0
-        last_error: APIError | None = None
+        previous: APIError | None = None
         while True:
             try:
-                await self._wait_for_retry_after(app, path, deadline)
-            except APIRateLimited:
-                if last_error is not None:
-                    raise last_error from None  # the answer that asked for the pause
-                raise
-            try:
-                await self._take_slot(path, deadline)
-                try:
-                    self.requests += 1
-                    return await self._attempt(app, path, query, deadline)
-                finally:
-                    self._slots.release()
+                return parse(await self._send(app, path, query, deadline))
+            except InvalidAnswer as exc:
+                raise APIInvalidResponse(path, _scrub(str(exc), app)) from None
             except APIError as error:
-                cut_off = deadline is not None and self._clock() >= deadline - 0.01
-                if last_error is not None and isinstance(error, APITimeout) and cut_off:
-                    # A retry cut off by the deadline says nothing new: the cause is what
+                cut_off = isinstance(error, APIRateLimited) or (
+                    isinstance(error, APITimeout) and time.monotonic() >= deadline - 0.01
+                )
+                if previous is not None and cut_off:
+                    # A retry the deadline cut off says nothing new: the cause is what
                     # failed the attempt before it.
-                    raise last_error from None
-                last_error = error
-                if not _transient(error) or retries >= self._limits.max_retries:
-                    raise
+                    raise previous from None
+                previous = error
+                transient = isinstance(error, APITimeout | APIConnectionError)
                 ceiling = min(self._limits.backoff_max, self._limits.backoff_base * 2**retries)
                 delay = random.uniform(0, ceiling)
                 # A retry with less time left than an answer takes would only fail again.
                 worth = min(self._limits.request_timeout, MIN_RETRY_SECONDS)
-                if deadline is not None and self._clock() + delay + worth >= deadline:
+                if (
+                    not (transient or error.status in RETRYABLE_STATUSES)
+                    or retries >= self._limits.max_retries
+                    or time.monotonic() + delay + worth >= deadline
+                ):
                     raise
                 retries += 1
                 await asyncio.sleep(delay)
 
-    async def _take_slot(self, path: str, deadline: float | None) -> None:
-        """A place among the requests in flight, waited for no longer than the deadline."""
-        if deadline is None or not self._slots.locked():
-            await self._slots.acquire()  # free now, or no deadline: no timer task needed
-            return
+    async def _send(self, app: AppConfig, path: str, query: str, deadline: float) -> Any:
+        """One request, after the pause the API asked for and once a request slot is free."""
+        wait = self._not_before.get(app.name, 0.0) - time.monotonic()
+        if wait > 0:
+            if time.monotonic() + wait >= deadline:
+                raise APIRateLimited(path, f"not sent: the API asked to wait {wait:.0f}s more")
+            await asyncio.sleep(wait)
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(deadline - self._clock(), 0))
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
         except TimeoutError:
             raise APITimeout(path, "no request slot free before the poll deadline") from None
-
-    async def _wait_for_retry_after(
-        self, app: AppConfig, path: str, deadline: float | None
-    ) -> None:
-        wait = self._not_before.get(app.name, 0.0) - self._clock()
-        if wait <= 0:
-            return
-        if deadline is not None and self._clock() + wait >= deadline:
-            raise APIRateLimited(path, f"not sent: the API asked to wait {wait:.0f}s more")
-        await asyncio.sleep(wait)
-
-    async def _attempt(self, app: AppConfig, path: str, query: str, deadline: float | None) -> Any:
-        url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
-        headers = {API_KEY_HEADER: app.api_key.get_secret_value(), "Accept": "application/json"}
-        budget = self._limits.request_timeout
-        if deadline is not None:
-            budget = min(budget, deadline - self._clock())
         try:
-            # httpx's timeouts bound each read; this bounds the whole answer, so that a
-            # body trickling in a byte at a time cannot hold the poll.
-            async with asyncio.timeout(max(budget, 0)):
-                async with self._http.stream("GET", url, headers=headers) as response:
-                    body = await self._read_capped(response, path)
-        except (TimeoutError, httpx.TimeoutException):
-            raise APITimeout(path, f"timed out after {max(budget, 0):.3g}s") from None
-        except httpx.TransportError as exc:
-            raise APIConnectionError(path, _scrub(_transport_reason(exc), app)) from None
-        except httpx.HTTPError as exc:  # a body that does not decode as its headers say
-            raise APIInvalidResponse(path, _scrub(_transport_reason(exc), app)) from None
-        except zlib.error:
-            raise APIInvalidResponse(path, "compressed answer does not decode") from None
+            self.requests += 1
+            url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
+            headers = {API_KEY_HEADER: app.api_key.get_secret_value(), "Accept": "application/json"}
+            budget = max(min(self._limits.request_timeout, deadline - time.monotonic()), 0)
+            try:
+                # httpx's timeouts bound each read; this bounds the whole answer, so that a
+                # body trickling in a byte at a time cannot hold the poll.
+                async with asyncio.timeout(budget):
+                    async with self._http.stream("GET", url, headers=headers) as response:
+                        body = await self._read_capped(response, path)
+            except (TimeoutError, httpx.TimeoutException):
+                raise APITimeout(path, f"timed out after {budget:.3g}s") from None
+            except httpx.TransportError as exc:
+                detail = str(exc).strip()
+                reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+                raise APIConnectionError(path, _scrub(reason, app)) from None
+            except zlib.error:
+                raise APIInvalidResponse(path, "compressed answer does not decode") from None
+        finally:
+            self._slots.release()
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -441,33 +401,30 @@ class StatsClient:
         errors = payload.get("errors") if isinstance(payload, dict) else None
         if not response.is_success or errors is not None:
             # Some APIs say "no" inside a 200: that is a refusal too, not a strange count.
-            self._note_retry_after(app, response)
+            delay = parse_retry_after(response.headers.get("Retry-After", ""))
+            if response.status_code in (429, 503) and delay is not None:
+                until = time.monotonic() + delay
+                self._not_before[app.name] = max(self._not_before.get(app.name, 0.0), until)
             message = _scrub(_error_message(errors), app)[:200]  # mask, then shorten
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
-            raise APIStatusError(path, response.status_code, reason)
+            raise APIStatusError(path, reason, response.status_code)
         return payload
 
-    def _note_retry_after(self, app: AppConfig, response: httpx.Response) -> None:
-        if response.status_code not in (429, 503):
-            return
-        delay = parse_retry_after(response.headers.get("Retry-After"))
-        if delay is not None:
-            until = self._clock() + delay
-            self._not_before[app.name] = max(self._not_before.get(app.name, 0.0), until)
-
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
-        """Read the body, giving up once it is larger than any real answer.
+        """The body, refused once it decodes to more than any real answer.
 
-        The cap counts decoded bytes: a few kilobytes of gzip can decode to gigabytes,
-        and httpx would decode a whole network read before anything could count it.
-        """
+        Decoded here: a few kilobytes of gzip can decode to gigabytes, and httpx would
+        decode a whole network read before anything could count it."""
         cap = self._limits.max_response_bytes
-        decoder = _decoder(response.headers.get("Content-Encoding", ""), path)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            # Stacked encodings ("gzip, gzip") only serve to multiply a bomb's ratio.
+            raise APIInvalidResponse(path, "answer has a stacked or unsupported Content-Encoding")
+        # gzip or zlib (deflate), told apart by their headers.
+        decoder = None if encoding in ("", "identity") else zlib.decompressobj(32 + zlib.MAX_WBITS)
         chunks = []
         size = 0
-        # An answer made in memory (a mock transport) has no stream left to read.
-        stream = _once(response.content) if response.is_stream_consumed else response.aiter_raw()
-        async for raw in stream:
+        async for raw in response.aiter_raw():
             # At most one byte past the cap is ever decoded, whatever the ratio.
             chunk = raw if decoder is None else decoder.decompress(raw, cap - size + 1)
             size += len(chunk)
@@ -479,27 +436,8 @@ class StatsClient:
         return b"".join(chunks)
 
 
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def _decoder(content_encoding: str, path: str) -> Any:
-    """A zlib decoder for the answer's one encoding, or None for none."""
-    encoding = content_encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return None
-    if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompressobj()
-    # Stacked encodings ("gzip, gzip") only serve to multiply a bomb's ratio.
-    raise APIInvalidResponse(path, "answer has a stacked or unsupported Content-Encoding")
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+def parse_retry_after(value: str) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
-    if value is None:
-        return None
     value = value.strip()
     if value.isascii() and value.isdigit():
         seconds = float(value)
@@ -510,27 +448,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
             when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    # A hostile or broken header must not silence an app for days.
+        seconds = when.timestamp() - time.time()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
-
-
-def _transient(error: APIError) -> bool:
-    if isinstance(error, APIStatusError):
-        return error.status in RETRYABLE_STATUSES
-    return isinstance(error, APITimeout | APIConnectionError)
-
-
-def _parsed(path: str, parse: Callable[[Any], T], payload: Any, app: AppConfig) -> T:
-    try:
-        return parse(payload)
-    except InvalidAnswer as exc:
-        raise APIInvalidResponse(path, _scrub(str(exc), app)) from None
-
-
-def _transport_reason(exc: httpx.TransportError) -> str:
-    detail = str(exc).strip()
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _scrub(text: str, app: AppConfig) -> str:
@@ -547,12 +466,6 @@ def _scrub(text: str, app: AppConfig) -> str:
 
 def _error_message(errors: Any) -> str:
     """The API's own words: ``{"errors": {"base": [...]}}`` or ``{"errors": [...]}``."""
-    if isinstance(errors, dict):
-        errors = [
-            item
-            for value in errors.values()
-            for item in (value if isinstance(value, list) else [value])
-        ]
-    elif not isinstance(errors, list):
-        errors = [] if errors is None else [errors]
-    return "; ".join(str(item) for item in errors if isinstance(item, str | int | float))
+    values = errors.values() if isinstance(errors, dict) else [errors]
+    items = [item for value in values for item in (value if isinstance(value, list) else [value])]
+    return "; ".join(str(item) for item in items if isinstance(item, str | int | float))

@@ -28,76 +28,55 @@ class Family:
 
     name: str
     help: str
-    type: Literal["gauge", "counter"]
-    labels: tuple[str, ...]
+    type: Literal["gauge", "counter"] = "gauge"
+    labels: tuple[str, ...] = ("app",)
 
 
 @dataclass(frozen=True)
 class Count:
-    """A family of counts: where in an ``AppSnapshot`` it comes from, and for which day."""
+    """A family of counts and the day they must belong to: ``days_ago``, None for all time."""
 
     family: Family
-    source: Literal["totals", "today", "yesterday"]
-    days_ago: int | None  # the day a per-day count must belong to; None for all time
+    days_ago: int | None
 
 
-def _count(name: str, help_text: str, source: str, days_ago: int | None, typed: bool) -> Count:
-    labels = ("app", "dialog_type") if typed else ("app",)
-    return Count(Family(name, help_text, "gauge", labels), source, days_ago)  # type: ignore[arg-type]
+def _count(name: str, days_ago: int | None, help_text: str) -> Count:
+    # Dialogs are counted by dialog type, messages are not.
+    labels = ("app", "dialog_type") if name.startswith("connectycube_dialogs_") else ("app",)
+    return Count(Family(name, help_text, labels=labels), days_ago)
 
 
 COUNTS = (
-    _count("connectycube_messages_sent", "Messages sent, all time.", "totals", None, False),
+    _count("connectycube_messages_sent", None, "Messages sent, all time."),
     _count(
         "connectycube_messages_sent_today",
-        "Messages sent so far on the current day, in the configured time zone.",
-        "today",
         0,
-        False,
+        "Messages sent so far on the current day, in the configured time zone.",
     ),
     _count(
         "connectycube_messages_sent_yesterday",
-        "Messages sent on the previous day, in the configured time zone.",
-        "yesterday",
         1,
-        False,
+        "Messages sent on the previous day, in the configured time zone.",
     ),
-    _count(
-        "connectycube_dialogs_created",
-        "Dialogs created, all time, by dialog type.",
-        "totals",
-        None,
-        True,
-    ),
+    _count("connectycube_dialogs_created", None, "Dialogs created, all time, by dialog type."),
     _count(
         "connectycube_dialogs_created_today",
-        "Dialogs created so far on the current day, by dialog type.",
-        "today",
         0,
-        True,
+        "Dialogs created so far on the current day, by dialog type.",
     ),
     _count(
         "connectycube_dialogs_created_yesterday",
-        "Dialogs created on the previous day, by dialog type.",
-        "yesterday",
         1,
-        True,
+        "Dialogs created on the previous day, by dialog type.",
     ),
 )
-UP = Family(
-    "connectycube_up", "1 if the last poll of the app fully succeeded, else 0.", "gauge", ("app",)
-)
+UP = Family("connectycube_up", "1 if the last poll of the app fully succeeded, else 0.")
 LAST_SUCCESS = Family(
     "connectycube_last_success_timestamp_seconds",
     "Unix time at which the last fully successful poll of the app finished.",
-    "gauge",
-    ("app",),
 )
 POLL_DURATION = Family(
-    "connectycube_poll_duration_seconds",
-    "Wall time the last poll of the app took.",
-    "gauge",
-    ("app",),
+    "connectycube_poll_duration_seconds", "Wall time the last poll of the app took."
 )
 POLLS = Family(
     "connectycube_polls",
@@ -115,8 +94,7 @@ REQUESTS = Family(
 BUILD_INFO = Family(
     "connectycube_exporter_build_info",
     "Version of the exporter and of Python, always 1.",
-    "gauge",
-    ("python_version", "version"),
+    labels=("python_version", "version"),
 )
 # Per-app families, in the order /metrics shows them.
 APP_FAMILIES: tuple[Family, ...] = (
@@ -153,7 +131,7 @@ def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:
     samples: list[Sample] = []
     expires = view.next_midnight
     for index, count in enumerate(COUNTS):
-        readings = getattr(app, count.source)
+        readings = {None: app.totals, 0: app.today, 1: app.yesterday}[count.days_ago]
         kinds: tuple[Kind, ...] = app.dialog_types if len(count.family.labels) == 2 else (MESSAGES,)
         day = None if count.days_ago is None else view.today - timedelta(days=count.days_ago)
         for kind in kinds:

@@ -1,9 +1,8 @@
 """Wires the parts together and runs them until SIGTERM or SIGINT.
 
-Data flows one way: client -> poller -> snapshot -> collector -> HTTP. The poller
-runs on the asyncio event loop; HTTP is served on a second event loop, on a thread of its
-own (``exporter.server``), and only ever reads the current snapshot: a scrape never waits
-for a poll, nor a poll for a scrape.
+Data flows one way: client -> poller -> snapshot -> collector -> HTTP. The poller runs on
+this event loop, HTTP on a loop and thread of its own (``exporter.server``) that only ever
+reads the current snapshot: a scrape never waits for a poll, nor a poll for a scrape.
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ import signal
 from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from exporter.client import StatsClient, limits_from, open_http
 from exporter.config import AppConfig, ConfigError, Settings, env_name
@@ -26,6 +24,10 @@ from exporter.server import Limits, raise_open_files_limit, serve
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
+
+RELOAD_TIMEOUT_SECONDS = 10.0
+# Files the process needs besides HTTP and API connections: logs, /proc, the event loops.
+_RESERVED_FILES = 64
 
 
 def process_metrics() -> CollectorRegistry:
@@ -42,26 +44,16 @@ async def run(
     reload_apps: Callable[[], tuple[AppConfig, ...]],
     web_config: WebConfig,
 ) -> int:
-    """Serve /metrics and poll every app until a stop signal; the exit code.
-
-    SIGHUP calls ``reload_apps`` (the config file and key files read again); if it
-    raises ``ConfigError`` the running apps stay as they are.
-    """
+    """Serve /metrics and poll every app until a stop signal; the exit code. SIGHUP calls
+    ``reload_apps``; if it raises ``ConfigError``, the running apps stay as they are."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-
     limits = limits_from(settings)
     async with open_http(limits) as http:
         scheduler = AsyncIOScheduler(event_loop=loop)
-        poller = Poller(
-            StatsClient(http, limits),
-            settings.zone,
-            interval=settings.poll_interval_seconds,
-            deadline=settings.poll_deadline,
-            scheduler=scheduler,
-        )
+        poller = Poller(StatsClient(http, limits), settings, scheduler)
         exposition = Exposition(
             lambda: poller.snapshot, settings.zone, settings.max_staleness, process_metrics()
         )
@@ -106,18 +98,10 @@ async def run(
     return 0
 
 
-# Files the process needs besides HTTP connections: the API connections (one per request
-# in flight), log and /proc files, the event loops' own descriptors.
-_RESERVED_FILES = 64
-
-
 def web_limits(settings: Settings) -> Limits:
-    """The HTTP server's limits from the settings, within the open files allowed.
-
-    Raises the soft limit on open files to the hard one first; if even that cannot hold
-    ``CONNECTYCUBE_WEB_MAX_CONNECTIONS`` besides what polling needs, the cap is lowered
-    (with a warning) so that accepting never fails for want of a file descriptor.
-    """
+    """The HTTP server's limits from the settings, within the open files allowed: the soft
+    limit raised to the hard one, and if even that cannot hold the connections allowed
+    besides polling's, their cap lowered, so that accepting never lacks a descriptor."""
     allowed = raise_open_files_limit()
     room = allowed - settings.max_concurrent_requests - _RESERVED_FILES
     connections = settings.web_max_connections
@@ -139,9 +123,6 @@ def web_limits(settings: Settings) -> Limits:
     )
 
 
-RELOAD_TIMEOUT_SECONDS = 10.0
-
-
 async def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]]) -> None:
     # Files are read on a thread, with a deadline: the loop keeps polling and serving
     # whatever the files are (a slow network mount, say), and a stuck read is given up.
@@ -149,16 +130,14 @@ async def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...
         async with asyncio.timeout(RELOAD_TIMEOUT_SECONDS):
             apps = await asyncio.to_thread(reload_apps)
     except ConfigError as exc:
-        log.error("reload failed, the running configuration stays: %s", exc)
-        return
+        reason = str(exc)
     except TimeoutError:
-        log.error(
-            "reload failed, the running configuration stays: the files were not read within %gs",
-            RELOAD_TIMEOUT_SECONDS,
-        )
+        reason = f"the files were not read within {RELOAD_TIMEOUT_SECONDS:g}s"
+    else:
+        poller.configure(apps)
+        log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
         return
-    poller.configure(apps)
-    log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
+    log.error("reload failed, the running configuration stays: %s", reason)
 
 
 async def _cancel_other_tasks() -> None:

@@ -1,12 +1,6 @@
-"""The /metrics body, rendered once per snapshot instead of on every scrape.
-
-Rendering 1000 apps with prometheus_client takes a few hundred milliseconds; a scrape
-should not. Each app's sample lines are rendered once per ``AppSnapshot`` (a poll makes
-a new one) and kept until they would change (a count going stale, local midnight); a
-body is assembled from them once per snapshot, in the classic text format and in
-OpenMetrics (whose sample lines are the same; only the headers differ), and compressed
-lazily when a scraper first asks for gzip. Only the small process metrics are rendered
-on every scrape.
+"""The /metrics body, rendered once per snapshot, not on every scrape: each app's sample
+lines once per ``AppSnapshot`` (kept until a count goes stale or the day ends), the body
+once per format, its gzip when first asked. Only the process metrics are made per scrape.
 """
 
 from __future__ import annotations
@@ -15,11 +9,12 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
@@ -33,20 +28,17 @@ from exporter.collector import (
 )
 from exporter.snapshot import AppSnapshot, Snapshot
 
-OPENMETRICS_EOF = b"# EOF\n"
-
-
-def escape_label_value(value: str) -> str:
-    """Label value escaping of both text formats: backslash, newline, double quote."""
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# The escapes of both text formats, in label values and (without the quote) help texts.
+LABEL_VALUE_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
+HELP_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n"})
 
 
 def series(family: Family, labels: tuple[str, ...], extra: Sequence[tuple[str, str]] = ()) -> str:
-    """A sample's name and labels, ``name{label="value",...}``: the family's labels in
-    order, then ``extra`` (target labels, as backfill adds them)."""
+    """``name{label="value",...}``: the family's labels, then ``extra`` (target labels)."""
     name = family.name + "_total" if family.type == "counter" else family.name
     pairs = (*zip(family.labels, labels, strict=True), *extra)
-    return name + "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
+    text = ",".join(f'{key}="{value.translate(LABEL_VALUE_ESCAPES)}"' for key, value in pairs)
+    return name + "{" + text + "}"
 
 
 def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
@@ -55,10 +47,9 @@ def _line(family: Family, labels: tuple[str, ...], value: float) -> str:
 
 def header(family: Family, openmetrics: bool) -> bytes:
     """The ``# HELP`` and ``# TYPE`` lines of a family."""
-    # The classic format names a counter family after its samples (_total); OpenMetrics
-    # names it without the suffix.
+    # The classic format names a counter family after its samples (_total), OpenMetrics not.
     name = family.name + "_total" if family.type == "counter" and not openmetrics else family.name
-    help_text = family.help.replace("\\", "\\\\").replace("\n", "\\n")
+    help_text = family.help.translate(HELP_ESCAPES)
     return f"# HELP {name} {help_text}\n# TYPE {name} {family.type}\n".encode()
 
 
@@ -76,23 +67,17 @@ class _Body:
     """The snapshot part of /metrics in one format, and its gzip, made when first asked."""
 
     data: bytes
-    _gzip: tuple[bytes, object] | None = field(default=None, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @cached_property
+    def _gzip_start(self) -> tuple[bytes, Any]:
+        """``data`` compressed and flushed, and the compressor for a copy to continue."""
+        compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return compressor.compress(self.data) + compressor.flush(zlib.Z_SYNC_FLUSH), compressor
 
     def gzipped(self, tail: bytes) -> bytes:
-        """``gzip(data + tail)``, compressing ``data`` only once.
-
-        The compressor is flushed (Z_SYNC_FLUSH) after ``data`` and kept; each scrape
-        continues a copy of it with its own tail, so the result is one ordinary gzip
-        stream, as every client expects.
-        """
-        with self._lock:
-            if self._gzip is None:
-                compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-                prefix = compressor.compress(self.data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                self._gzip = (prefix, compressor)
-            prefix, compressor = self._gzip
-            copy = compressor.copy()  # type: ignore[attr-defined]
+        """``gzip(data + tail)``, compressing ``data`` only once."""
+        prefix, compressor = self._gzip_start
+        copy = compressor.copy()
         return prefix + copy.compress(tail) + copy.flush()
 
 
@@ -108,46 +93,37 @@ class Exposition:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._snapshot = snapshot
-        self._zone = zone
-        self._max_staleness = max_staleness
+        self._view = partial(View.at, zone=zone, max_staleness=max_staleness)
         self._process_metrics = process_metrics
         self._clock = clock
         self._lock = threading.Lock()
         self._apps: dict[str, _AppLines] = {}
-        self._key: tuple[Snapshot, float] | None = None  # what the bodies were made from
-        self._bodies: dict[bool, _Body] = {}
+        self._bodies: dict[bool, _Body] = {}  # by format: OpenMetrics or not
+        self._made_from: Snapshot | None = None  # the snapshot of the bodies
+        self._expires = 0.0  # when the bodies' first sample goes stale or the day ends
 
     def render(self, openmetrics: bool = False, compress: bool = False) -> bytes:
         """The full /metrics body in the classic text format or OpenMetrics."""
-        body = self._body(openmetrics)
-        if openmetrics:
-            tail = generate_openmetrics(self._process_metrics).removesuffix(OPENMETRICS_EOF)
-            tail += OPENMETRICS_EOF
-        else:
-            tail = generate_latest(self._process_metrics)
-        return body.gzipped(tail) if compress else body.data + tail
-
-    def _body(self, openmetrics: bool) -> _Body:
         now = self._clock()
         snapshot = self._snapshot()
         with self._lock:
-            key = self._key
-            if key is None or key[0] is not snapshot or now >= key[1]:
+            if snapshot is not self._made_from or now >= self._expires:
                 self._bodies = {}
-                self._key = (snapshot, self._refresh(snapshot, now))
+                self._expires = self._refresh(snapshot, now)
+                self._made_from = snapshot
             body = self._bodies.get(openmetrics)
             if body is None:
                 body = self._bodies[openmetrics] = _Body(self._assemble(snapshot, openmetrics))
-            return body
+        tail = (generate_openmetrics if openmetrics else generate_latest)(self._process_metrics)
+        return body.gzipped(tail) if compress else body.data + tail
 
     def _refresh(self, snapshot: Snapshot, now: float) -> float:
         """Render the apps that changed; the time until which every app's lines hold."""
-        view: View | None = None
+        view = self._view(now)
         current: dict[str, _AppLines] = {}
         for name, app in snapshot.apps.items():
             cached = self._apps.get(name)
             if cached is None or cached.app is not app or now >= cached.expires:
-                view = view or View.at(now, self._zone, self._max_staleness)
                 samples, expires = app_samples(app, view)
                 lines: list[list[str]] = [[] for _ in APP_FAMILIES]
                 for index, labels, value in samples:
@@ -163,6 +139,5 @@ class Exposition:
         for index, family in enumerate(APP_FAMILIES):
             parts.append(header(family, openmetrics))
             parts.extend(app.lines[index] for app in apps)
-        parts.append(header(BUILD_INFO, openmetrics))
-        parts.append(_line(BUILD_INFO, *BUILD_INFO_SAMPLE).encode())
+        parts += [header(BUILD_INFO, openmetrics), _line(BUILD_INFO, *BUILD_INFO_SAMPLE).encode()]
         return b"".join(parts)

@@ -1,25 +1,19 @@
-"""The exporter's HTTP routes, as the app ``create_app`` builds.
+"""The exporter's HTTP routes: ``create_app`` builds a coroutine function from a
+``Request`` to a ``Response`` (both in ``exporter.server``, which carries it over HTTP/1.1)
+that does routing, basic auth, content negotiation and gzip, testable without a socket.
 
-The app is a coroutine function from a ``Request`` to a ``Response`` (both in
-``exporter.server``): routing, basic auth, content negotiation and gzip, testable without
-a socket. ``exporter.server`` carries it over HTTP/1.1.
-
-``/metrics`` serves the exposition of the current snapshot: it never calls the
-ConnectyCube API, so a scrape costs the same whatever the API is doing. Rendering is
-cached per snapshot and cheap, so it runs on the server's loop; the one slow thing, a
-bcrypt check of credentials not seen before (a quarter of a second at cost 10), runs on
-a few worker threads instead, so that it never holds up other clients.
+``/metrics`` serves the exposition of the current snapshot and never calls the API. It
+runs on the server's loop; the one slow thing, a bcrypt check of credentials not seen
+before (a quarter of a second at cost 10), runs on worker threads, holding up no one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from html import escape
 
 from prometheus_client.exposition import choose_encoder
@@ -45,7 +39,6 @@ LANDING_PAGE = """<!DOCTYPE html>
 </html>
 """
 
-
 # Probes must work without credentials; they reveal nothing.
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
@@ -59,72 +52,52 @@ MAX_WAITING_CHECKS = 64
 FAILED_LOGIN_BURST = 10
 FAILED_LOGINS_PER_SECOND = 1.0
 MAX_TRACKED_CLIENTS = 10_000
-
-
-class FailedLogins:
-    """A token bucket of failed logins per client address."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
-
-    def _tokens(self, client: str) -> float:
-        tokens, when = self._buckets.get(client, (FAILED_LOGIN_BURST, self._clock()))
-        return min(FAILED_LOGIN_BURST, tokens + (self._clock() - when) * FAILED_LOGINS_PER_SECOND)
-
-    def allowed(self, client: str) -> bool:
-        """Whether another bcrypt check may run for ``client`` now."""
-        return self._tokens(client) >= 1
-
-    def failed(self, client: str) -> None:
-        self._buckets[client] = (self._tokens(client) - 1, self._clock())
-        self._buckets.move_to_end(client)
-        if len(self._buckets) > MAX_TRACKED_CLIENTS:
-            self._buckets.popitem(last=False)
+NOT_CHECKED = {
+    429: b"Too many failed logins from this address\n",
+    503: b"Too many logins at once\n",
+}
 
 
 class PasswordChecks:
-    """Basic auth off the event loop: cached answers at once, bcrypt on worker threads."""
+    """Basic auth off the event loop: cached answers at once, bcrypt on worker threads,
+    failed logins counted in a token bucket per client address. For one event loop only.
+    """
 
-    def __init__(self, web: WebConfig, workers: int = BCRYPT_WORKERS) -> None:
+    def __init__(self, web: WebConfig) -> None:
         self._web = web
-        self._workers = workers
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self._failures = FailedLogins()
+        # Its threads start only once a password needs checking.
+        self._pool = ThreadPoolExecutor(BCRYPT_WORKERS, thread_name_prefix="bcrypt")
+        self._failed: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
         self.waiting = 0
 
-    async def authorized(self, header: str | None, client: str = "") -> bool | Busy:
-        """Whether ``header`` lets the request in, or why it was not checked now."""
+    async def status(self, header: str | None, client: str) -> int:
+        """200 if ``header`` lets the request in, 401 if not, or a status of NOT_CHECKED."""
         quick = self._web.authorized_without_bcrypt(header)
         if quick is not None:
-            return quick
-        if not self._failures.allowed(client):
-            return Busy(429, "Too many failed logins from this address\n")
-        with self._lock:
-            if self.waiting >= MAX_WAITING_CHECKS:
-                return Busy(503, "Too many logins at once\n")
-            self.waiting += 1
-            if self._pool is None:  # threads only once a password needs checking
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="bcrypt")
-            pool = self._pool
+            return 200 if quick else 401
+        if self._tokens(client) < 1:
+            return 429
+        if self.waiting >= MAX_WAITING_CHECKS:
+            return 503
+        self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(pool, self._web.authorized, header)
+            ok = await loop.run_in_executor(self._pool, self._web.authorized, header)
         finally:
-            with self._lock:
-                self.waiting -= 1
-        if not ok:
-            self._failures.failed(client)
-        return ok
+            self.waiting -= 1
+        if ok:
+            return 200
+        self._failed[client] = (self._tokens(client) - 1, time.monotonic())
+        self._failed.move_to_end(client)
+        if len(self._failed) > MAX_TRACKED_CLIENTS:
+            self._failed.popitem(last=False)
+        return 401
 
-
-@dataclass(frozen=True)
-class Busy:
-    """A login not checked now: the status to answer, and why."""
-
-    status: int
-    reason: str
+    def _tokens(self, client: str) -> float:
+        """How many more failed logins of ``client`` may be checked now."""
+        now = time.monotonic()
+        tokens, when = self._failed.get(client, (FAILED_LOGIN_BURST, now))
+        return min(FAILED_LOGIN_BURST, tokens + (now - when) * FAILED_LOGINS_PER_SECOND)
 
 
 def create_app(
@@ -140,11 +113,10 @@ def create_app(
     """
     web = web_config or WebConfig(None, {}, ())
     landing = LANDING_PAGE.format(version=escape(__version__)).encode()
-    extra = web.headers
     checks = PasswordChecks(web) if web.users else None
 
-    def answer(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> Response:
-        return Response(status, (*headers, *extra), body)
+    def answer(status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Response:
+        return Response(status, (*headers, *web.headers), body)
 
     def metrics(request: Request) -> Response:
         try:
@@ -153,12 +125,9 @@ def create_app(
             _, content_type = choose_encoder("")
         openmetrics = content_type.startswith("application/openmetrics-text")
         compress = accepts_gzip(request.headers.get("accept-encoding", ""))
-        headers: tuple[tuple[str, str], ...] = (
-            ("Content-Type", content_type),
-            ("Vary", "Accept, Accept-Encoding"),
-        )
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
-            headers += (("Content-Encoding", "gzip"),)
+            headers.append(("Content-Encoding", "gzip"))
         return answer(200, headers, render(openmetrics, compress))
 
     def ready(_: Request) -> Response:
@@ -176,12 +145,11 @@ def create_app(
     async def app(request: Request) -> Response:
         path = request.path
         if checks is not None and path not in OPEN_PATHS:
-            allowed = await checks.authorized(request.headers.get("authorization"), request.client)
-            if isinstance(allowed, Busy):
-                retry = (*_TEXT, ("Retry-After", "1"))
-                return answer(allowed.status, retry, allowed.reason.encode())
-            if not allowed:
+            status = await checks.status(request.headers.get("authorization"), request.client)
+            if status == 401:
                 return answer(401, (*_TEXT, _CHALLENGE), b"Unauthorized\n")
+            if status != 200:
+                return answer(status, (*_TEXT, ("Retry-After", "1")), NOT_CHECKED[status])
         route = routes.get(path)
         if route is None:
             return answer(404, _TEXT, b"Not found\n")

@@ -1,4 +1,4 @@
-"""Logging to stderr, one line per event, as text or JSON."""
+"""Logging to stderr, as text or JSON: one line per event, whatever its message holds."""
 
 from __future__ import annotations
 
@@ -10,42 +10,35 @@ import unicodedata
 from datetime import UTC, datetime
 from types import TracebackType
 
-# Libraries whose INFO and DEBUG lines are noise for an operator (one per request
-# or per job run); their warnings and errors still come through.
+# Libraries whose INFO lines (one per request or job run) are noise; warnings still show.
 _CHATTY = ("httpx", "httpcore", "apscheduler")
 _CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
-# Also invisible or reordering characters: C1 controls, bidi overrides, zero-width and
-# line or paragraph separators (U+2028 ends a line for some log viewers).
+# Also invisible or reordering ones: C1, bidi overrides, zero-width, U+2028 (a line end).
 _HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
 
 
 def escape(text: str) -> str:
     """``text`` with every control, format or separator character written as an escape."""
-    text = text.translate(_CONTROL)
-    if text.isascii():
-        return text
     return "".join(
-        f"\\u{ord(char):04x}" if unicodedata.category(char) in _HIDDEN else char for char in text
+        f"\\u{ord(char):04x}" if unicodedata.category(char) in _HIDDEN else char
+        for char in text.translate(_CONTROL)
     )
 
 
-class _TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
+class _Formatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._json = as_json
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
     def format(self, record: logging.LogRecord) -> str:
-        # One event, one line: a newline (or a carriage return, or a terminal escape)
-        # inside a message, maybe from an API's error text, would forge or split lines.
-        return escape(super().format(record))
-
-
-class _JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+        if not self._json:
+            # An API's error text with a newline or terminal escape must not forge lines.
+            return escape(super().format(record))
         entry = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -57,15 +50,12 @@ class _JSONFormatter(logging.Formatter):
 
 def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JSONFormatter() if log_format == "json" else _TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    handler.setFormatter(_Formatter(as_json=log_format == "json"))
+    logging.basicConfig(handlers=[handler], level=level, force=True)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Every line the process writes goes through the handler, in its format: library
-    # warnings, and the tracebacks of a bug in any thread, which would otherwise be raw
-    # text in the middle of JSON.
+    # Library warnings and the tracebacks of a bug in any thread go through the handler
+    # too: they would otherwise be raw text in the middle of JSON.
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = lambda args: _log_uncaught(
@@ -76,6 +66,5 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
 def _log_uncaught(
     kind: type[BaseException], error: BaseException, trace: TracebackType | None
 ) -> None:
-    if issubclass(kind, KeyboardInterrupt):
-        return
-    logging.getLogger("exporter").critical("unexpected error", exc_info=(kind, error, trace))
+    if not issubclass(kind, KeyboardInterrupt):
+        logging.getLogger("exporter").critical("unexpected error", exc_info=(kind, error, trace))

@@ -1,5 +1,6 @@
-"""The command line's common part: one flag per setting, and errors that never echo a
-value. The daemon, ``backfill`` and ``check`` all build their parsers from it.
+"""The command line's common part, shared by the daemon, ``backfill`` and ``check``: one
+flag per setting, errors that never echo a value, and how the one-shot commands stop on
+SIGTERM or SIGINT: where they are, nothing half done, with exit code 128 + the signal.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ def add_settings_arguments(parser: argparse._ActionsContainer) -> None:
     for name, field in Settings.model_fields.items():
         parser.add_argument(
             f"--{name.replace('_', '-')}",
-            dest=name,
             metavar=name.split("_")[-1].upper(),
             default=argparse.SUPPRESS,
             help=f"{field.description} (env {env_name(name)}; default: {_shown(field.default)})",
@@ -64,11 +64,6 @@ def fail(command: str, code: int, message: str) -> int:
     return code
 
 
-# --------------------------------------------------------------------------- stopping
-# The daemon stops on a signal through its event loop; the one-shot commands (backfill,
-# check) stop where they are, leave nothing half done, and exit 128 + the signal number.
-
-
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived during a one-shot command."""
 
@@ -81,16 +76,10 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _interrupt_on_stop_signals() -> None:
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
-
-
 @contextmanager
 def stop_signals_interrupt() -> Iterator[None]:
     """Inside, SIGTERM and SIGINT raise ``Interrupted``; the handlers before come back after."""
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    _interrupt_on_stop_signals()
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -121,4 +110,4 @@ async def cancelled_by_stop_signals(work: Awaitable[T]) -> T:
     finally:
         for signum in STOP_SIGNALS:
             loop.remove_signal_handler(signum)  # which leaves the default handler
-        _interrupt_on_stop_signals()
+            signal.signal(signum, _raise_interrupted)

@@ -1,32 +1,32 @@
 """Polls every app on a schedule and publishes what it learns as a new ``Snapshot``.
 
-One APScheduler job per app: a slow app never delays another, and ``max_instances=1``
-means one app is never polled twice at once. A poll asks for every count at once
-(2 + 2 x dialog types requests) and never raises: a failure is logged, counted and
-leaves the last good values in place.
+One APScheduler job per app: a slow app never delays another, nor is an app polled twice
+at once. A poll asks for every count at once (2 + 2 x dialog types requests) and never
+raises: a failure is logged, counted and leaves the last good values in place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api import MESSAGES, Kind, all_time_window, endpoint_label, endpoint_path, local_day
 from exporter.client import APIError, APIStatusError, StatsClient
-from exporter.config import AppConfig
+from exporter.config import AppConfig, Settings
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 
 log = logging.getLogger(__name__)
 
 AUTH_WARNING_EVERY_SECONDS = 300.0
+Failure = tuple[str, BaseException]  # endpoint label, error
 
 
 def refusal(error: APIStatusError) -> str:
@@ -43,35 +43,23 @@ class Poller:
     """Owns the apps' jobs and the current snapshot, which only the event loop replaces."""
 
     def __init__(
-        self,
-        client: StatsClient,
-        zone: ZoneInfo,
-        interval: float,
-        deadline: float,
-        scheduler: AsyncIOScheduler,
-        clock: Callable[[], float] = time.time,
+        self, client: StatsClient, settings: Settings, scheduler: AsyncIOScheduler
     ) -> None:
         self._client = client
-        self._zone = zone
-        self._interval = interval
-        self._deadline = deadline
+        self._zone = settings.zone
+        self._interval = settings.poll_interval_seconds
+        self._deadline = settings.poll_deadline
         self._scheduler = scheduler
-        self._clock = clock
         self._apps: dict[str, AppConfig] = {}
-        self._snapshot = Snapshot()
+        self.snapshot = Snapshot()  # replaced whole, on the event loop only
         self._auth_warned_at: dict[str, float] = {}
         self._job_ids: dict[str, str] = {}
-        self._configurations = 0
         self._ready = False
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
 
     @property
     def ready(self) -> bool:
         """Every app was polled once; stays true when a reload adds an app."""
-        self._ready = self._ready or self._snapshot.ready
+        self._ready = self._ready or self.snapshot.ready
         return self._ready
 
     def configure(self, apps: Iterable[AppConfig]) -> None:
@@ -83,8 +71,7 @@ class Poller:
         wanted = {app.name: app for app in apps}
         for name, app in self._apps.items():
             if wanted.get(name) != app:
-                # A poll of the old job still running finishes, and its answers are
-                # dropped (see poll): they belong to a configuration no longer in force.
+                # A poll of the old job still running finishes; poll drops its answers.
                 self._scheduler.remove_job(self._job_ids.pop(name))
             if name not in wanted:
                 self._client.forget(name)
@@ -92,44 +79,35 @@ class Poller:
         for name, app in wanted.items():
             if self._apps.get(name) == app:
                 continue
-            # A new job id per configuration: the old job's running poll must not count
-            # against max_instances and delay the first poll with the new key.
-            self._configurations += 1
-            job = self._scheduler.add_job(
+            # A new job, with a new id: the old job's running poll must not count against
+            # max_instances and delay the first poll with the new key.
+            self._job_ids[name] = self._scheduler.add_job(
                 self.poll,
                 "interval",
                 args=[app],
                 seconds=self._interval,
-                id=f"{name}#{self._configurations}",
                 name=f"poll app {name}",
                 next_run_time=datetime.now(UTC),
                 max_instances=1,
                 coalesce=True,
                 # A run that starts late is still worth running, once.
                 misfire_grace_time=max(1, int(self._interval)),
-            )
-            self._job_ids[name] = job.id
-        previous = self._snapshot.apps
+            ).id
         self._apps = wanted
-        self._snapshot = Snapshot(
-            frozen_map(
-                {
-                    name: replace(
-                        previous[name],
-                        dialog_types=app.dialog_types,
-                        dialog_type_names=app.dialog_type_names,
-                    )
-                    if name in previous
-                    else AppSnapshot(name, app.dialog_types, app.dialog_type_names)
-                    for name, app in wanted.items()
-                }
+        apps = {
+            name: replace(
+                self.snapshot.apps.get(name, AppSnapshot(name, ())),
+                dialog_types=app.dialog_types,
+                dialog_type_names=app.dialog_type_names,
             )
-        )
+            for name, app in wanted.items()
+        }
+        self.snapshot = Snapshot(frozen_map(apps))
 
     async def poll(self, app: AppConfig) -> None:
         """Fetch every count of ``app`` and publish them; never raises."""
         started = time.perf_counter()
-        today = local_day(self._clock(), self._zone)
+        today = local_day(time.time(), self._zone)
         yesterday = today - timedelta(days=1)
         # Yesterday with today: its final count costs no extra request. Both windows are
         # exact whether the API's bounds are inclusive or not (see api.days_window).
@@ -147,7 +125,7 @@ class Poller:
         # page. Messages, busy every day, go first: a quiet kind's short page is then not
         # mistaken for a cut one and asked again.
         first = [] if self._client.knows_page_size(app) else [(MESSAGES, True)]
-        results: dict[tuple[Kind, bool], object] = {}
+        results: dict[tuple[Kind, bool], object] = dict.fromkeys(wanted)  # in this order
         try:
             for batch in (first, [item for item in wanted if item not in first]):
                 answers = await asyncio.gather(
@@ -158,18 +136,17 @@ class Poller:
             # Shutdown ends polls in flight; that is not an error worth a traceback.
             log.debug("app %s: poll cancelled", app.name)
             return
-        finished = self._clock()
+        finished = time.time()
         if self._apps.get(app.name) != app:
             return  # reconfigured while this poll ran: its answers belong to the old config
 
-        previous = self._snapshot.apps[app.name]
+        previous = self.snapshot.apps[app.name]
         totals = dict(previous.totals)
         todays = dict(previous.today)
         yesterdays = dict(previous.yesterday)
         outcomes: Counter[tuple[str, str]] = Counter(previous.requests)
-        failures: list[tuple[str, BaseException]] = []
-        for kind, per_day in wanted:
-            result = results[(kind, per_day)]
+        failures: list[Failure] = []
+        for (kind, per_day), result in results.items():
             endpoint = endpoint_label(endpoint_path(kind, per_day))
             if isinstance(result, BaseException):
                 outcome = result.outcome if isinstance(result, APIError) else "error"
@@ -185,13 +162,11 @@ class Poller:
                 totals[kind] = Reading(result, finished)
 
         up = not failures
-        self._report(app, previous.up, previous.polled, failures, len(wanted))
+        self._report(app, previous, failures, len(wanted))
         polls = Counter(previous.polls)
         polls["success" if up else "failure"] += 1
-        current = AppSnapshot(
-            name=app.name,
-            dialog_types=app.dialog_types,
-            dialog_type_names=app.dialog_type_names,
+        current = replace(
+            previous,
             totals=frozen_map(totals),
             today=frozen_map(todays),
             yesterday=frozen_map(yesterdays),
@@ -204,35 +179,28 @@ class Poller:
         )
         # No await between reading the old snapshot and storing the new one: polls of
         # other apps, running on the same loop, cannot interleave here.
-        self._snapshot = self._snapshot.with_app(current)
+        self.snapshot = self.snapshot.with_app(current)
 
     def _report(
-        self,
-        app: AppConfig,
-        was_up: bool,
-        was_polled: bool,
-        failures: list[tuple[str, BaseException]],
-        total: int,
+        self, app: AppConfig, previous: AppSnapshot, failures: list[Failure], total: int
     ) -> None:
         if not failures:
             self._auth_warned_at.pop(app.name, None)
-            if was_polled and not was_up:
+            if previous.polled and not previous.up:
                 log.info("app %s: poll succeeded again", app.name)
             return
-        endpoint, error = failures[0]
-        rejected = next(
-            (e for _, e in failures if isinstance(e, APIStatusError) and e.status in (401, 403)),
-            None,
-        )
-        if rejected is not None:
+        refused = [
+            e for _, e in failures if isinstance(e, APIStatusError) and e.status in (401, 403)
+        ]
+        if refused:
             # The same answer every poll until someone fixes the key or the plan: say it
             # once, then remind now and then instead of every interval.
             now = time.monotonic()
-            last = self._auth_warned_at.get(app.name)
-            if last is None or now - last >= AUTH_WARNING_EVERY_SECONDS:
+            if now - self._auth_warned_at.get(app.name, -math.inf) >= AUTH_WARNING_EVERY_SECONDS:
                 self._auth_warned_at[app.name] = now
-                log.warning("app %s: %s", app.name, refusal(rejected))
+                log.warning("app %s: %s", app.name, refusal(refused[0]))
             return
+        endpoint, error = failures[0]
         reason = (
             error.reason if isinstance(error, APIError) else f"unexpected {type(error).__name__}"
         )

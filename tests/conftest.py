@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.pki import PKI, make_pki
@@ -18,6 +19,17 @@ from tests.simulator import Simulator, start_simulator
 # A key that looks like nothing else in the output, so that finding it means a leak.
 SECRET_KEY = "sk-Zq7TgJ4wLp9XvN2sB6hR"
 OTHER_KEY = "sk-other-app-key-0001"
+
+
+def streaming_transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.MockTransport:
+    """A mock API whose answers arrive as a stream, as over a network, not read in advance."""
+
+    def streamed(request: httpx.Request) -> httpx.Response:
+        answer = handler(request)
+        body = httpx.ByteStream(answer.content)
+        return httpx.Response(answer.status_code, headers=answer.headers, stream=body)
+
+    return httpx.MockTransport(streamed)
 
 
 def utc_day_start(now: float) -> float:

@@ -45,7 +45,7 @@ from exporter.backfill import (
 )
 from exporter.client import ClientLimits, StatsClient
 from exporter.config import AppConfig
-from tests.conftest import require_tool
+from tests.conftest import require_tool, streaming_transport
 from tests.processes import parse_metrics, run_exporter_once, start_exporter, wait_until
 from tests.prometheus_server import PrometheusServer
 from tests.simulator import MESSAGES_PER_DAY_PATH, Simulator, start_simulator
@@ -271,7 +271,7 @@ def _fetch_fake(handler: Any, plan: Plan) -> Fetcher:
     app = _app(dialog_types=(1,))
 
     async def run() -> Fetcher:
-        transport = httpx.MockTransport(handler)
+        transport = streaming_transport(handler)
         async with httpx.AsyncClient(transport=transport) as http:
             client = StatsClient(http, ClientLimits(max_retries=0))
             progress = Progress({app.name: 2}, len(plan.days), io.StringIO())

@@ -29,7 +29,7 @@ import pytest
 
 from exporter.client import APIError, StatsClient
 from exporter.config import load_apps, load_settings
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, streaming_transport
 from tests.pki import PKI
 from tests.processes import Exporter, run_exporter_once
 from tests.simulator import API_KEY_HEADER, Simulator, start_simulator
@@ -318,7 +318,7 @@ def test_an_echoed_key_is_masked_in_any_case_and_encoding(encoding: str) -> None
         return httpx.Response(401, json={"errors": [f"bad key {ENCODINGS[encoding]}!"]})
 
     async def ask() -> str:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http:
+        async with httpx.AsyncClient(transport=streaming_transport(echo)) as http:
             [app] = load_apps(load_settings({"api_key": SECRET_KEY}))
             try:
                 await StatsClient(http).total(app, "messages")

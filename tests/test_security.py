@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from exporter.client import APIError, StatsClient
 from exporter.config import ConfigError, load_apps, load_settings
-from tests.conftest import SECRET_KEY
+from tests.conftest import SECRET_KEY, streaming_transport
 from tests.pki import PKI
 from tests.processes import Exporter, run_exporter_once, start_exporter
 from tests.simulator import Simulator
@@ -191,7 +191,7 @@ def test_answers_echoing_the_key_never_show_it(status: int, template: dict) -> N
         return httpx.Response(status, json=body)
 
     async def ask() -> str:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(echo)) as http:
+        async with httpx.AsyncClient(transport=streaming_transport(echo)) as http:
             [app] = load_apps(load_settings({"api_key": SECRET_KEY}))
             client = StatsClient(http)
             messages = []
