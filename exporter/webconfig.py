@@ -95,7 +95,7 @@ _HEADERS: dict[str, tuple[str, ...] | None] = {
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # latin-1 without CR, LF or controls
 _BCRYPT_HASH = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 BCRYPT_MAX_PASSWORD_BYTES = 72
-_CACHE_SIZE = 1024  # successful checks kept: a few (user, password) pairs are expected
+PASSWORD_CACHE_SIZE = 1024  # successful checks kept: a few (user, password) pairs are expected
 # Refused rather than ignored: silently dropping a restriction the operator asked for is unsafe.
 _NOT_SUPPORTED = "not supported by this exporter"
 
@@ -183,7 +183,7 @@ class _BasicAuth:
                 with self._lock:
                     if not ok:
                         self._checks.pop(key, None)
-                    elif len(self._checks) > _CACHE_SIZE:
+                    elif len(self._checks) > PASSWORD_CACHE_SIZE:
                         self._checks.popitem(last=False)
                 check.set_result(ok)
         return check.result()

@@ -327,16 +327,17 @@ def test_successful_checks_are_cached(users_config: WebConfig, checkpw_calls: li
     assert len(checkpw_calls) == 5
 
 
-def test_cache_is_bounded(
-    users_config: WebConfig, checkpw_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(webconfig, "_CACHE_SIZE", 2)
-    for user, password in [("alice", PASSWORD), ("bob", "other"), ("émile", PASSWORD)]:
-        assert users_config.authorized(_basic(user, password))
-    assert users_config.authorized(_basic("émile", PASSWORD))  # the newest, still cached
-    assert len(checkpw_calls) == 3
-    assert users_config.authorized(_basic("alice", PASSWORD))  # the oldest, evicted
-    assert len(checkpw_calls) == 4
+def test_cache_is_bounded(tmp_path: Path, checkpw_calls: list[bytes]) -> None:
+    users = [f"user{index}" for index in range(webconfig.PASSWORD_CACHE_SIZE + 1)]
+    lines = "".join(f"  {user}: '{HASH}'\n" for user in users)
+    config = load_web_config(_write(tmp_path, f"basic_auth_users:\n{lines}"))
+    for user in users:  # one more than the cache holds
+        assert config.authorized(_basic(user, PASSWORD))
+    assert len(checkpw_calls) == len(users)
+    assert config.authorized(_basic(users[-1], PASSWORD))  # the newest, still cached
+    assert len(checkpw_calls) == len(users)
+    assert config.authorized(_basic(users[0], PASSWORD))  # the oldest, evicted
+    assert len(checkpw_calls) == len(users) + 1
 
 
 def test_concurrent_checks_share_one_bcrypt_run(
