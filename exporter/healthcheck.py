@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import math
 import ssl
 
 from exporter.config import ConfigError, parse_listen_address
@@ -24,6 +25,13 @@ LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 CLIENT_CERTIFICATE_ALERTS = {"TLSV13_ALERT_CERTIFICATE_REQUIRED", "SSLV3_ALERT_HANDSHAKE_FAILURE"}
 
 
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError(text)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog=COMMAND,
@@ -32,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_settings_arguments(parser)
     parser.add_argument(
-        "--timeout-seconds", type=float, default=3.0, help="give up after this long (default 3)"
+        "--timeout-seconds", type=seconds, default=3.0, help="give up after this long (default 3)"
     )
     return parser
 

@@ -75,10 +75,14 @@ class PasswordChecks:
         quick = self._web.authorized_without_bcrypt(header)
         if quick is not None:
             return 200 if quick else 401
-        if self._tokens(client) < 1:
+        tokens = self._tokens(client)
+        if tokens < 1:
             return 429
         if self.waiting >= MAX_WAITING_CHECKS:
             return 503
+        # The token is taken before bcrypt runs, so that a burst of concurrent wrong
+        # passwords cannot all be checked before the first of them is charged.
+        self._set_tokens(client, tokens - 1)
         self.waiting += 1
         try:
             loop = asyncio.get_running_loop()
@@ -86,12 +90,15 @@ class PasswordChecks:
         finally:
             self.waiting -= 1
         if ok:
+            self._set_tokens(client, self._tokens(client) + 1)  # a right password costs none
             return 200
-        self._failed[client] = (self._tokens(client) - 1, time.monotonic())
+        return 401
+
+    def _set_tokens(self, client: str, tokens: float) -> None:
+        self._failed[client] = (min(tokens, FAILED_LOGIN_BURST), time.monotonic())
         self._failed.move_to_end(client)
         if len(self._failed) > MAX_TRACKED_CLIENTS:
             self._failed.popitem(last=False)
-        return 401
 
     def _tokens(self, client: str) -> float:
         """How many more failed logins of ``client`` may be checked now."""

@@ -355,7 +355,7 @@ class _Connection(asyncio.BufferedProtocol):
             closed = True  # the client's close_notify
         except ssl.SSLWantReadError:
             closed = False
-        except ssl.SSLError as exc:
+        except (ssl.SSLError, OSError) as exc:
             failed = "TLS handshake failed" if self.phase == _HANDSHAKE else "TLS error"
             self._write()  # the alert, so that the client knows why
             self.abort(f"{failed}: {_reason(exc)}")

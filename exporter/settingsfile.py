@@ -25,20 +25,23 @@ def read_small_text(path: Path, limit: int) -> str:
     """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes."""
     # Opened without blocking, checked before any read: a FIFO or /dev/zero is refused at once.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise FileProblem("not a regular file (a directory, FIFO, socket or device)")
-        with open(fd, "rb") as file:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise FileProblem("not a regular file (a directory, FIFO, socket or device)")
             data = file.read(limit + 1)
     except OSError as exc:
-        raise FileProblem(f"cannot read the file ({exc.strerror})") from None
+        raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
     if len(data) > limit:
         raise FileProblem(f"the file is larger than {limit} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise FileProblem("the file is not UTF-8 text") from None
+
+
+def os_reason(exc: OSError) -> str:
+    """What went wrong, in the system's words (never ``None``)."""
+    return exc.strerror or type(exc).__name__
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -38,7 +38,7 @@ from typing import Any
 import bcrypt
 from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
-from exporter.settingsfile import FileProblem, read_yaml
+from exporter.settingsfile import FileProblem, os_reason, read_yaml
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -338,7 +338,7 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
             try:  # OpenSSL's errors do not say which file is missing
                 file.open("rb").close()
             except OSError as exc:
-                raise _tls_problem(f"cannot read {file} ({exc.strerror})", name) from None
+                raise _tls_problem(f"cannot read {file} ({os_reason(exc)})", name) from None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0 or 1.1: as asked

@@ -201,6 +201,32 @@ def test_bcrypt_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(threads) == 1
 
 
+def test_a_burst_of_wrong_passwords_runs_bcrypt_no_more_than_the_bucket_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+
+    def counting(password: bytes, hashed: bytes) -> bool:
+        checked.append(password)
+        time.sleep(0.05)  # all of the burst is waiting while the first ones run
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    app = locked_app()
+    burst = 3 * http_module.FAILED_LOGIN_BURST
+
+    async def flood() -> list[int]:
+        wrong = [{"authorization": basic("prometheus", f"wrong-{n}")} for n in range(burst)]
+        requests = (app(Request("GET", "/metrics", headers)) for headers in wrong)
+        return [answer.status for answer in await asyncio.gather(*requests)]
+
+    statuses = asyncio.run(flood())
+    assert statuses.count(401) == http_module.FAILED_LOGIN_BURST
+    assert statuses.count(429) == burst - http_module.FAILED_LOGIN_BURST
+    assert len(checked) == http_module.FAILED_LOGIN_BURST
+
+
 def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
     real = bcrypt.checkpw
 
