@@ -24,11 +24,16 @@ class FileProblem(Exception):
 def read_small_text(path: Path, limit: int) -> str:
     """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes."""
     # Opened without blocking, checked before any read: a FIFO or /dev/zero is refused at once.
+    # open() of the descriptor would refuse a directory itself, with a vaguer message.
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb") as file:
-            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise FileProblem("not a regular file (a directory, FIFO, socket or device)")
-            data = file.read(limit + 1)
+            with open(fd, "rb", closefd=False) as file:
+                data = file.read(limit + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise FileProblem(f"cannot read the file ({os_reason(exc)})") from None
     if len(data) > limit:
