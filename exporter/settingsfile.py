@@ -24,6 +24,7 @@ class FileProblem(Exception):
 def read_small_text(path: Path, limit: int) -> str:
     """The UTF-8 text of the regular file ``path``, if it is at most ``limit`` bytes."""
     # Opened without blocking, checked before any read: a FIFO or /dev/zero is refused at once.
+    # open() of the descriptor would refuse a directory itself, with a vaguer message.
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         try:

@@ -1,20 +1,17 @@
 """The web configuration file of the Prometheus exporter-toolkit: TLS, basic auth, headers.
 
-``load_web_config`` reads the format of every official exporter's ``--web.config.file``
-once, at start-up, into a ``WebConfig``: an ``ssl.SSLContext`` for the listening socket,
-the basic auth users' bcrypt hashes and the headers of every response. A problem is a
-one-line ``WebConfigError`` naming the file, never a password hash or a private key.
+``load_web_config`` reads every official exporter's ``--web.config.file`` once, at start-up,
+into a ``WebConfig``: an ``ssl.SSLContext``, the basic auth users' bcrypt hashes and the
+response headers. A problem is a one-line ``WebConfigError`` naming the file, never a password
+hash or a private key.
 
-Where Python's ``ssl`` (OpenSSL) cannot do what Go does, the closest safe choice is made.
-``RequestClientCert`` asks for no certificate (Go never checks it, so it grants nothing);
-``RequireAnyClientCert`` (old name ``RequireClientCert``) also verifies it, so it needs
-``client_ca_file``. Go's names of TLS 1.0-1.2 ``cipher_suites`` map to OpenSSL's; TLS 1.3
-ones are accepted and ignored, as in Go. One curve of ``curve_preferences`` is applied; of
-several (Python 3.11 cannot set a list), OpenSSL's default strong list stays. OpenSSL's
-security level may still refuse a ``min_version`` below TLS12. ``http2`` is ignored (HTTP/1.1
-only); ``client_allowed_sans`` and ``rate_limit`` are refused rather than silently dropped.
-Stricter than the toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``,
-``client_ca`` alike), a missing certificate or key, and user names holding ``:``.
+Where OpenSSL cannot do what Go does, the closest safe choice is made: ``RequestClientCert``
+asks for no certificate (Go never checks it); ``RequireAnyClientCert`` (``RequireClientCert``)
+verifies it, so it needs ``client_ca_file``; TLS 1.3 ``cipher_suites`` are ignored, as in Go;
+of several ``curve_preferences`` (Python 3.11 sets one), OpenSSL's default list stays;
+``http2`` is ignored; ``client_allowed_sans`` and ``rate_limit`` are refused. Stricter than the
+toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``, ``client_ca`` alike), a
+missing certificate or key, and ``:`` in user names.
 """
 
 from __future__ import annotations
@@ -130,45 +127,72 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
-class _BasicAuth:
-    """Checks credentials against bcrypt hashes, remembering the successes.
+def _key(user: str, password: bytes) -> bytes:
+    # A digest keeps no password in memory; repr keeps ("a:b", "c") and ("a", "b:c") apart.
+    return hashlib.sha256(repr((user, password)).encode()).digest()
 
-    One future per credentials, least recently used first: a check under way, which
-    callers with the same credentials wait for (50 clients starting at once cost one
-    hash), or a success. A failure is forgotten at once: a flood of wrong passwords
-    never evicts the real scrapers.
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file.
+
+    Basic auth keeps one future per credentials, least recently used first: a check under
+    way, which callers with the same credentials wait for (50 clients starting at once cost
+    one hash), or a success. A failure is forgotten at once: a flood of wrong passwords never
+    evicts the real scrapers.
     """
 
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        self._users = users
-        self._lock = threading.Lock()
-        self._checks: OrderedDict[bytes, Future[bool]] = OrderedDict()
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
+    headers: tuple[tuple[str, str], ...]
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _checks: OrderedDict[bytes, Future[bool]] = field(
+        default_factory=OrderedDict, init=False, repr=False, compare=False
+    )
+    _dummy: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the users checked are those loaded, whatever the caller does later.
+        users = MappingProxyType(dict(self.users))
+        object.__setattr__(self, "users", users)
         # Unknown users are checked against a hash of the highest cost in use, so that they
         # take as long as a real user; the filler makes a hash that no password matches.
         costs = [int(m[1]) for hashed in users.values() if (m := _BCRYPT_HASH.fullmatch(hashed))]
-        self._dummy = bcrypt.gensalt(rounds=max(costs, default=10)) + b"." * 31
+        dummy = bcrypt.gensalt(rounds=max(costs, default=10)) + b"." * 31
+        object.__setattr__(self, "_dummy", dummy)
 
-    @staticmethod
-    def _key(user: str, password: bytes) -> bytes:
-        # A digest keeps no password in memory; repr keeps ("a:b", "c") and ("a", "b:c") apart.
-        return hashlib.sha256(repr((user, password)).encode()).digest()
+    def authorized(self, authorization_header: str | None) -> bool:
+        """Whether an ``Authorization`` header lets the request in (always, without users).
+        Thread-safe, never raises; only the first success of given credentials pays bcrypt."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        return credentials is not None and self._check(*credentials)
 
-    def cached(self, user: str, password: bytes) -> bool:
-        """Whether these credentials passed a check already."""
-        key = self._key(user, password)
+    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
+        """``authorized``'s answer if it costs no bcrypt run (never blocks), else None: for a
+        first check, a wrong password or an unknown user, which each take bcrypt's time."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        if credentials is None:
+            return False
+        key = _key(*credentials)
         with self._lock:  # a lookup by a digest: its timing says nothing of the password
             check = self._checks.get(key)
             if check is None or not check.done():
-                return False
+                return None
             self._checks.move_to_end(key)
             return True
 
-    def check(self, user: str, password: bytes) -> bool:
-        hashed = self._users.get(user)
+    def _check(self, user: str, password: bytes) -> bool:
+        hashed = self.users.get(user)
         if hashed is None:
             _checkpw(password, self._dummy)  # spend the same time, then refuse
             return False
-        key = self._key(user, password)
+        key = _key(user, password)
         with self._lock:
             check = self._checks.get(key)
             leader = check is None
@@ -187,39 +211,6 @@ class _BasicAuth:
                         self._checks.popitem(last=False)
                 check.set_result(ok)
         return check.result()
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file."""
-
-    ssl_context: ssl.SSLContext | None
-    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
-    headers: tuple[tuple[str, str], ...]
-    _auth: _BasicAuth = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # A read-only copy: the checker and the caller agree on the users for good.
-        object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
-        object.__setattr__(self, "_auth", _BasicAuth(self.users))
-
-    def authorized(self, authorization_header: str | None) -> bool:
-        """Whether an ``Authorization`` header lets the request in (always, without users).
-        Thread-safe, never raises; only the first success of given credentials pays bcrypt."""
-        if not self.users:
-            return True
-        credentials = _parse_basic(authorization_header)
-        return credentials is not None and self._auth.check(*credentials)
-
-    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
-        """``authorized``'s answer if it costs no bcrypt run (never blocks), else None: for a
-        first check, a wrong password or an unknown user, which each take bcrypt's time."""
-        if not self.users:
-            return True
-        credentials = _parse_basic(authorization_header)
-        if credentials is None:
-            return False
-        return True if self._auth.cached(*credentials) else None
 
 
 # --- the file ----------------------------------------------------------------------------
