@@ -312,7 +312,7 @@ class Fetcher:
                     for kind in (api.MESSAGES, *history.app.dialog_types)
                 ]
         except ExceptionGroup as errors:  # the first failure cancelled the rest
-            raise _first(errors) from None
+            raise errors.exceptions[0] from None
         for history, kind, fetch in fetches:
             history.counts[kind], history.totals[kind] = fetch.result()
         self.histories = histories
@@ -337,7 +337,7 @@ class Fetcher:
                     for day in sorted({plan.first, middle, plan.last})
                 }
         except ExceptionGroup as errors:
-            error = _first(errors)
+            error = errors.exceptions[0]
             if isinstance(error, APIError):  # retried as far as the client does: final
                 where = api.endpoint_label(error.endpoint)
                 raise BackfillError(f"app {app.name}: {where}: {error.reason}") from None
@@ -373,12 +373,6 @@ def _windows(first: date, last: date) -> list[tuple[date, date]]:
     """``first`` to ``last`` in windows of ``WINDOW_DAYS`` days (first, last included)."""
     starts = [first + timedelta(i) for i in range(0, (last - first).days + 1, WINDOW_DAYS)]
     return [(start, min(start + timedelta(WINDOW_DAYS - 1), last)) for start in starts]
-
-
-def _first(group: BaseExceptionGroup[Exception]) -> Exception:
-    """The first error of a task group, nested groups flattened."""
-    error = group.exceptions[0]
-    return _first(error) if isinstance(error, BaseExceptionGroup) else error
 
 
 def render(

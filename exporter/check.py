@@ -23,6 +23,7 @@ from exporter.client import (
     APIError,
     APIStatusError,
     APITimeout,
+    ClientLimits,
     StatsClient,
     limits_from,
     open_http,
@@ -83,8 +84,7 @@ class AppClient(StatsClient):
     aside; ``days`` and ``total_at_end_of`` ask through ``total`` and ``per_day``) within
     ``MAX_SECONDS`` of its creation."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        limits = limits_from(settings)
+    def __init__(self, http: httpx.AsyncClient, limits: ClientLimits) -> None:
         cap = min(APP_CONCURRENCY, limits.max_concurrent_requests)
         super().__init__(http, replace(limits, max_concurrent_requests=cap))
         self.deadline = time.monotonic() + MAX_SECONDS
@@ -460,7 +460,7 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
     async def check(http: httpx.AsyncClient, app: AppConfig) -> Report:
         async with apps_at_once:
-            questions = AppCheck(AppClient(http, settings), settings, app)
+            questions = AppCheck(AppClient(http, limits), settings, app)
             try:
                 await questions.run()
             except Exception as exc:  # a bug or an answer nobody foresaw: a line, no traceback
