@@ -312,7 +312,7 @@ class Fetcher:
                     for kind in (api.MESSAGES, *history.app.dialog_types)
                 ]
         except ExceptionGroup as errors:  # the first failure cancelled the rest
-            raise _first(errors) from None
+            raise errors.exceptions[0] from None
         for history, kind, fetch in fetches:
             history.counts[kind], history.totals[kind] = fetch.result()
         self.histories = histories
@@ -337,7 +337,7 @@ class Fetcher:
                     for day in sorted({plan.first, middle, plan.last})
                 }
         except ExceptionGroup as errors:
-            error = _first(errors)
+            error = errors.exceptions[0]
             if isinstance(error, APIError):  # retried as far as the client does: final
                 where = api.endpoint_label(error.endpoint)
                 raise BackfillError(f"app {app.name}: {where}: {error.reason}") from None
@@ -375,12 +375,6 @@ def _windows(first: date, last: date) -> list[tuple[date, date]]:
     return [(start, min(start + timedelta(WINDOW_DAYS - 1), last)) for start in starts]
 
 
-def _first(group: BaseExceptionGroup[Exception]) -> Exception:
-    """The first error of a task group, nested groups flattened."""
-    error = group.exceptions[0]
-    return _first(error) if isinstance(error, BaseExceptionGroup) else error
-
-
 def render(
     histories: Sequence[AppHistory],
     days: Sequence[date],
@@ -410,62 +404,30 @@ def render(
     return "\n".join([*lines, "# EOF\n"]), len(lines) - len(COUNTS)
 
 
-async def _fetch(
-    settings: Settings, apps: tuple[AppConfig, ...], plan: Plan, progress: Progress
-) -> tuple[Fetcher, int]:
-    limits = limits_from(settings)
-    concurrency = min(plan.concurrency, limits.max_concurrent_requests)
-    limits = replace(limits, max_concurrent_requests=concurrency)
-    async with open_http(limits) as http:
-        client = StatsClient(http, limits)
-        fetcher = Fetcher(client, settings.zone, plan, progress)
-        # No deadline: a backfill may wait out a Retry-After the daemon would skip.
-        await fetcher.fetch_all(apps)
-        return fetcher, client.requests
-
-
 def main(argv: list[str]) -> int:
     """Run ``backfill`` with ``argv`` (the arguments after the word ``backfill``)."""
-    with options.stop_signals_interrupt():
-        try:
-            return _main(argv, time.monotonic())
-        except options.Interrupted as stop:
-            return _fail(128 + stop.signum, f"stopped by {stop}; nothing written")
-        except BackfillError as exc:
-            return _fail(1, f"failed, nothing written: {exc}")
-        except OSError as exc:
-            return _fail(1, f"failed: {exc}")
-        except Exception as exc:  # a bug or an answer nobody foresaw: one line, no traceback
-            return _fail(1, f"failed, nothing written: unexpected {type(exc).__name__}")
+    return options.one_shot(build_parser(), argv, _run, "; nothing written")
 
 
-def _fail(code: int, message: str) -> int:
-    return options.fail(COMMAND, code, message)
-
-
-def _main(argv: list[str], started: float) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = options.settings_from(args)
-        apps = select_apps(load_apps(settings), args.only_app)
-    except ConfigError as exc:
-        return _fail(2, f"configuration error: {exc}")
+def _run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    settings = options.settings_from(args)
+    apps = select_apps(load_apps(settings), args.only_app)
     try:
         plan = make_plan(args, api.local_day(time.time(), settings.zone))
         output = Output(plan.output)
     except (ValueError, OSError) as exc:
-        return _fail(2, f"error: {exc}")
-    progress = Progress({app.name: 1 + len(app.dialog_types) for app in apps}, len(plan.days))
+        raise options.Failure(2, f"error: {exc}") from None
     try:
-        progress.draw()
-        fetch = _fetch(settings, apps, plan, progress)
-        fetcher, requests = asyncio.run(options.cancelled_by_stop_signals(fetch))
-    finally:
-        progress.clear()
-    for warning in fetcher.warnings:
-        print(f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr)
-    text, samples = render(fetcher.histories, plan.days, settings.zone, plan.labels)
-    output.commit(text)
+        text, samples, requests = _backfill(settings, apps, plan)
+        output.commit(text)
+    except BackfillError as exc:
+        raise options.Failure(1, f"failed, nothing written: {exc}") from None
+    except OSError as exc:
+        raise options.Failure(1, f"failed: {exc}") from None
+    except Exception as exc:  # a bug or an answer nobody foresaw: one line, no traceback
+        unexpected = f"unexpected {type(exc).__name__}"
+        raise options.Failure(1, f"failed, nothing written: {unexpected}") from None
     print(
         f"{COMMAND}: wrote {output.path or 'stdout'}: {len(plan.days)} days ({plan.first} to "
         f"{plan.last}, {settings.zone.key}), {samples} samples, {len(apps)} app(s), "
@@ -479,3 +441,28 @@ def _main(argv: list[str], started: float) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _backfill(settings: Settings, apps: tuple[AppConfig, ...], plan: Plan) -> tuple[str, int, int]:
+    """The OpenMetrics text, its samples and the API requests it took, warnings printed."""
+    progress = Progress({app.name: 1 + len(app.dialog_types) for app in apps}, len(plan.days))
+    limits = limits_from(settings)
+    concurrency = min(plan.concurrency, limits.max_concurrent_requests)
+    limits = replace(limits, max_concurrent_requests=concurrency)
+
+    async def fetch() -> tuple[Fetcher, int]:
+        async with open_http(limits) as http:
+            client = StatsClient(http, limits)
+            fetcher = Fetcher(client, settings.zone, plan, progress)
+            # No deadline: a backfill may wait out a Retry-After the daemon would skip.
+            await fetcher.fetch_all(apps)
+            return fetcher, client.requests
+
+    try:
+        progress.draw()
+        fetcher, requests = options.run_until_stopped(fetch())
+    finally:
+        progress.clear()
+    for warning in fetcher.warnings:
+        print(f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr)
+    return (*render(fetcher.histories, plan.days, settings.zone, plan.labels), requests)

@@ -23,11 +23,12 @@ from exporter.client import (
     APIError,
     APIStatusError,
     APITimeout,
+    ClientLimits,
     StatsClient,
     limits_from,
     open_http,
 )
-from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
+from exporter.config import AppConfig, Settings, env_name, load_apps
 from exporter.poller import refusal
 
 T = TypeVar("T")
@@ -83,8 +84,7 @@ class AppClient(StatsClient):
     aside; ``days`` and ``total_at_end_of`` ask through ``total`` and ``per_day``) within
     ``MAX_SECONDS`` of its creation."""
 
-    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
-        limits = limits_from(settings)
+    def __init__(self, http: httpx.AsyncClient, limits: ClientLimits) -> None:
         cap = min(APP_CONCURRENCY, limits.max_concurrent_requests)
         super().__init__(http, replace(limits, max_concurrent_requests=cap))
         self.deadline = time.monotonic() + MAX_SECONDS
@@ -460,7 +460,7 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
     async def check(http: httpx.AsyncClient, app: AppConfig) -> Report:
         async with apps_at_once:
-            questions = AppCheck(AppClient(http, settings), settings, app)
+            questions = AppCheck(AppClient(http, limits), settings, app)
             try:
                 await questions.run()
             except Exception as exc:  # a bug or an answer nobody foresaw: a line, no traceback
@@ -477,16 +477,11 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
 def main(argv: list[str]) -> int:
     """Run ``check`` with ``argv`` (the arguments after the word ``check``)."""
-    with options.stop_signals_interrupt():
-        try:
-            args = build_parser().parse_args(argv)
-            try:
-                settings = options.settings_from(args)
-                apps = load_apps(settings)
-            except ConfigError as exc:
-                return options.fail(COMMAND, 2, f"configuration error: {exc}")
-            reports = asyncio.run(options.cancelled_by_stop_signals(check_all(settings, apps)))
-            print(summary(reports), flush=True)
-            return 1 if any(report.problems for report in reports) else 0
-        except options.Interrupted as stop:
-            return options.fail(COMMAND, 128 + stop.signum, f"stopped by {stop}")
+    return options.one_shot(build_parser(), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = options.settings_from(args)
+    reports = options.run_until_stopped(check_all(settings, load_apps(settings)))
+    print(summary(reports), flush=True)
+    return 1 if any(report.problems for report in reports) else 0

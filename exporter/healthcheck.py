@@ -12,11 +12,11 @@ import http.client
 import math
 import ssl
 
-from exporter.config import ConfigError, parse_listen_address
-from exporter.options import PROG, ArgumentParser, add_settings_arguments, fail, settings_from
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter import options
+from exporter.config import parse_listen_address
+from exporter.webconfig import load_web_config
 
-COMMAND = f"{PROG} healthcheck"
+COMMAND = f"{options.PROG} healthcheck"
 PATH = "/-/healthy"
 # A wildcard listen address is reached on loopback, in the same address family.
 LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -33,12 +33,12 @@ def seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(
+    parser = options.ArgumentParser(
         prog=COMMAND,
         description=f"Exit 0 if the exporter answers GET {PATH} on its listen address "
         "(HTTPS when the web config turns TLS on), 1 if not.",
     )
-    add_settings_arguments(parser)
+    options.add_settings_arguments(parser)
     parser.add_argument(
         "--timeout-seconds", type=seconds, default=3.0, help="give up after this long (default 3)"
     )
@@ -46,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from(args)
-        web_config = load_web_config(settings.web_config_file)
-    except (ConfigError, WebConfigError) as exc:
-        return fail(COMMAND, 2, f"configuration error: {exc}")
+    return options.one_shot(build_parser(), argv, probe)
+
+
+def probe(args: argparse.Namespace) -> int:
+    settings = options.settings_from(args)
+    web_config = load_web_config(settings.web_config_file)
     host, port = parse_listen_address(settings.listen_address)
     host = LOOPBACK.get(host, host)
     if web_config.ssl_context is None:
@@ -73,11 +73,11 @@ def main(argv: list[str]) -> int:
     except ssl.SSLError as exc:
         if exc.reason in CLIENT_CERTIFICATE_ALERTS:
             return 0
-        return fail(COMMAND, 1, f"{url}: {exc}")
+        raise options.Failure(1, f"{url}: {exc}") from None
     except (OSError, http.client.HTTPException) as exc:
-        return fail(COMMAND, 1, f"{url}: {exc or type(exc).__name__}")
+        raise options.Failure(1, f"{url}: {exc or type(exc).__name__}") from None
     finally:
         connection.close()
     if status != 200:
-        return fail(COMMAND, 1, f"{url}: HTTP {status}")
+        raise options.Failure(1, f"{url}: HTTP {status}")
     return 0

@@ -1,6 +1,6 @@
-"""The command line's common part, shared by the daemon, ``backfill`` and ``check``: one
-flag per setting, errors that never echo a value, and how the one-shot commands stop on
-SIGTERM or SIGINT: where they are, nothing half done, with exit code 128 + the signal.
+"""The command line's common part, shared by the daemon and the one-shot commands: one
+flag per setting, errors that never echo a value; and how a one-shot command loads its
+settings, fails in one line, and stops on SIGTERM or SIGINT where it is, with exit 128 + N.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any, NoReturn, TypeVar
 
-from exporter.config import Settings, env_name, load_settings
+from exporter.config import ConfigError, Settings, env_name, load_settings
 from exporter.logs import setup_logging
+from exporter.webconfig import WebConfigError
 
 PROG = "connectycube-exporter"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -58,10 +58,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def fail(command: str, code: int, message: str) -> int:
-    """Say why a one-shot command ends, in one line on stderr, and give its exit code."""
-    print(f"{command}: {message}", file=sys.stderr)
-    return code
+class Failure(Exception):
+    """Ends a one-shot command with exit ``code``; its message is the one line on stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Interrupted(BaseException):
@@ -76,38 +78,56 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-@contextmanager
-def stop_signals_interrupt() -> Iterator[None]:
-    """Inside, SIGTERM and SIGINT raise ``Interrupted``; the handlers before come back after."""
+def one_shot(
+    parser: argparse.ArgumentParser,
+    argv: list[str],
+    body: Callable[[argparse.Namespace], int],
+    stopped: str = "",
+) -> int:
+    """Run a one-shot command's ``body`` on its parsed ``argv``, stopped where it is by SIGTERM
+    and SIGINT (exit 128 + the signal). A bad setting (exit 2), a ``Failure`` or a stop signal
+    ends it in one line on stderr."""
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
     try:
-        yield
+        return body(parser.parse_args(argv))
+    except (ConfigError, WebConfigError) as exc:
+        code, message = 2, f"configuration error: {exc}"
+    except Failure as exc:
+        code, message = exc.code, str(exc)
+    except Interrupted as stop:
+        code, message = 128 + stop.signum, f"stopped by {stop}{stopped}"
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    print(f"{parser.prog}: {message}", file=sys.stderr)
+    return code
 
 
-async def cancelled_by_stop_signals(work: Awaitable[T]) -> T:
-    """``work``, cancelled by SIGTERM or SIGINT (so that every request is closed), which
-    then raises ``Interrupted``."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    received: list[int] = []
+def run_until_stopped(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` in an event loop; SIGTERM or SIGINT cancel it (so that every request is
+    closed), which then raises ``Interrupted``."""
 
-    def stop(signum: int) -> None:
-        received.append(signum)
-        task.cancel()
+    async def cancellable() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        received: list[int] = []
 
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if received:
-            raise Interrupted(received[0]) from None
-        raise
-    finally:
+        def stop(signum: int) -> None:
+            received.append(signum)
+            task.cancel()
+
         for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)  # which leaves the default handler
-            signal.signal(signum, _raise_interrupted)
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if received:
+                raise Interrupted(received[0]) from None
+            raise
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)  # which leaves the default handler
+                signal.signal(signum, _raise_interrupted)
+
+    return asyncio.run(cancellable())
