@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 API_KEY_HEADER: Final = "CB-Administration-API-Key"
@@ -60,6 +61,72 @@ def parse_day(text: str) -> date | None:
         return date.fromisoformat(text)
     except ValueError:
         return None
+
+
+class InvalidAnswer(ValueError):
+    """An answer that does not have the shape the API documents."""
+
+
+MAX_COUNT: Final = 2**53
+"""Past this a float64, and so Prometheus, no longer holds every whole number."""
+COUNT_TEXT = re.compile(r"[0-9]{1,20}")
+
+
+def check_count(value: Any) -> int:
+    """A count as the API may spell it: ``167``, ``"167"`` or ``167.0``; nothing else."""
+    # bool is an int subclass in Python; JSON true is not a count.
+    spelled = isinstance(value, str) and COUNT_TEXT.fullmatch(value)
+    if spelled or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        # The type, not the value: an answer's text is not ours to print.
+        raise InvalidAnswer(f"a count of type {_json_type(value)} is not an integer")
+    if value < 0:
+        raise InvalidAnswer(f"count {value} is negative")
+    if value > MAX_COUNT:
+        raise InvalidAnswer("a count is larger than 2^53, more than Prometheus holds exactly")
+    return value
+
+
+def parse_total(payload: Any) -> int:
+    """``{"total": N}`` to N."""
+    if not isinstance(payload, dict) or "total" not in payload:
+        raise InvalidAnswer('expected an object with "total"')
+    return check_count(payload["total"])
+
+
+def parse_per_day(payload: Any) -> dict[date, int]:
+    """``{"YYYY-MM-DD": N, ...}`` to counts by day; the keys may come in any order."""
+    if not isinstance(payload, dict):
+        raise InvalidAnswer("expected an object of day: count")
+    counts: dict[date, int] = {}
+    for key, value in payload.items():
+        day = parse_day(key)
+        if day is None:
+            raise InvalidAnswer("a key is not a YYYY-MM-DD date")
+        counts[day] = check_count(value)
+    return counts
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", float: "number", str: "string", list: "array", dict: "object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def build_query(
+    kind: Kind,
+    start: int | None = None,
+    end: int | None = None,
+    limit: int | None = None,
+    offset: int | None = None,
+) -> str:
+    """The query string; the dialog type filter must be spelled ``types[]=N``."""
+    given = {"start_date": start, "end_date": end, "limit": limit, "offset": offset}
+    params = [(name, value) for name, value in given.items() if value is not None]
+    if kind != MESSAGES:
+        params.append(("types[]", int(kind)))
+    # Brackets stay literal: a server may ignore the percent-encoded spelling.
+    return urlencode(params, safe="[]")
 
 
 # --------------------------------------------------------------------------- days

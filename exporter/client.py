@@ -21,7 +21,7 @@ from datetime import UTC, date, timedelta
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar, Final, TypeVar
-from urllib.parse import quote, quote_plus, unquote, urlencode
+from urllib.parse import quote, quote_plus, unquote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -30,14 +30,16 @@ from exporter import __version__
 from exporter.api import (
     ALL_TIME_START,
     API_KEY_HEADER,
-    MESSAGES,
     ONE_DAY,
     PAGE_DAYS,
+    InvalidAnswer,
     Kind,
+    build_query,
     day_start,
     days_window,
     endpoint_path,
-    parse_day,
+    parse_per_day,
+    parse_total,
 )
 from exporter.config import AppConfig, Settings
 
@@ -82,72 +84,6 @@ class APIRateLimited(APIError):
     outcome = "rate_limited"
 
 
-class InvalidAnswer(ValueError):
-    """An answer that does not have the shape the API documents."""
-
-
-MAX_COUNT: Final = 2**53
-"""Past this a float64, and so Prometheus, no longer holds every whole number."""
-COUNT_TEXT = re.compile(r"[0-9]{1,20}")
-
-
-def check_count(value: Any) -> int:
-    """A count as the API may spell it: ``167``, ``"167"`` or ``167.0``; nothing else."""
-    # bool is an int subclass in Python; JSON true is not a count.
-    spelled = isinstance(value, str) and COUNT_TEXT.fullmatch(value)
-    if spelled or (isinstance(value, float) and value.is_integer()):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        # The type, not the value: an answer's text is not ours to print.
-        raise InvalidAnswer(f"a count of type {_json_type(value)} is not an integer")
-    if value < 0:
-        raise InvalidAnswer(f"count {value} is negative")
-    if value > MAX_COUNT:
-        raise InvalidAnswer("a count is larger than 2^53, more than Prometheus holds exactly")
-    return value
-
-
-def parse_total(payload: Any) -> int:
-    """``{"total": N}`` to N."""
-    if not isinstance(payload, dict) or "total" not in payload:
-        raise InvalidAnswer('expected an object with "total"')
-    return check_count(payload["total"])
-
-
-def parse_per_day(payload: Any) -> dict[date, int]:
-    """``{"YYYY-MM-DD": N, ...}`` to counts by day; the keys may come in any order."""
-    if not isinstance(payload, dict):
-        raise InvalidAnswer("expected an object of day: count")
-    counts: dict[date, int] = {}
-    for key, value in payload.items():
-        day = parse_day(key)
-        if day is None:
-            raise InvalidAnswer("a key is not a YYYY-MM-DD date")
-        counts[day] = check_count(value)
-    return counts
-
-
-def _json_type(value: Any) -> str:
-    names = {bool: "boolean", float: "number", str: "string", list: "array", dict: "object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def build_query(
-    kind: Kind,
-    start: int | None = None,
-    end: int | None = None,
-    limit: int | None = None,
-    offset: int | None = None,
-) -> str:
-    """The query string; the dialog type filter must be spelled ``types[]=N``."""
-    given = {"start_date": start, "end_date": end, "limit": limit, "offset": offset}
-    params = [(name, value) for name, value in given.items() if value is not None]
-    if kind != MESSAGES:
-        params.append(("types[]", int(kind)))
-    # Brackets stay literal: a server may ignore the percent-encoded spelling.
-    return urlencode(params, safe="[]")
-
-
 @dataclass(frozen=True)
 class ClientLimits:
     """How hard the client tries, and how much it lets the API cost."""
@@ -188,6 +124,7 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
         # StatsClient, with the size cap applied to what it decodes to.
         headers={
             "User-Agent": f"connectycube-exporter/{__version__}",
+            "Accept": "application/json",
             "Accept-Encoding": "identity",
         },
         # No cookie jar: a cookie set in answer to one app's key must never travel with
@@ -374,7 +311,7 @@ class StatsClient:
         try:
             self.requests += 1
             url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
-            headers = {API_KEY_HEADER: app.api_key.get_secret_value(), "Accept": "application/json"}
+            headers = {API_KEY_HEADER: app.api_key.get_secret_value()}
             budget = max(min(self._limits.request_timeout, deadline - time.monotonic()), 0)
             try:
                 # httpx's timeouts bound each read; this bounds the whole answer, so that a

@@ -70,27 +70,6 @@ COUNTS = (
         "Dialogs created on the previous day, by dialog type.",
     ),
 )
-UP = Family("connectycube_up", "1 if the last poll of the app fully succeeded, else 0.")
-LAST_SUCCESS = Family(
-    "connectycube_last_success_timestamp_seconds",
-    "Unix time at which the last fully successful poll of the app finished.",
-)
-POLL_DURATION = Family(
-    "connectycube_poll_duration_seconds", "Wall time the last poll of the app took."
-)
-POLLS = Family(
-    "connectycube_polls",
-    "Polls of the app by outcome (success, failure).",
-    "counter",
-    ("app", "outcome"),
-)
-REQUESTS = Family(
-    "connectycube_api_requests",
-    "Requests to the ConnectyCube API by endpoint and outcome (success, http_error, "
-    "timeout, connection_error, invalid_response, rate_limited, error).",
-    "counter",
-    ("app", "endpoint", "outcome"),
-)
 BUILD_INFO = Family(
     "connectycube_exporter_build_info",
     "Version of the exporter and of Python, always 1.",
@@ -99,11 +78,25 @@ BUILD_INFO = Family(
 # Per-app families, in the order /metrics shows them.
 APP_FAMILIES: tuple[Family, ...] = (
     *(count.family for count in COUNTS),
-    UP,
-    LAST_SUCCESS,
-    POLL_DURATION,
-    POLLS,
-    REQUESTS,
+    Family("connectycube_up", "1 if the last poll of the app fully succeeded, else 0."),
+    Family(
+        "connectycube_last_success_timestamp_seconds",
+        "Unix time at which the last fully successful poll of the app finished.",
+    ),
+    Family("connectycube_poll_duration_seconds", "Wall time the last poll of the app took."),
+    Family(
+        "connectycube_polls",
+        "Polls of the app by outcome (success, failure).",
+        "counter",
+        ("app", "outcome"),
+    ),
+    Family(
+        "connectycube_api_requests",
+        "Requests to the ConnectyCube API by endpoint and outcome (success, http_error, "
+        "timeout, connection_error, invalid_response, rate_limited, error).",
+        "counter",
+        ("app", "endpoint", "outcome"),
+    ),
 )
 BUILD_INFO_SAMPLE = ((platform.python_version(), __version__), 1.0)
 

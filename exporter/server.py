@@ -132,8 +132,8 @@ class Server:
         self.limits = limits or Limits()
         self.host: str = sock.getsockname()[0]
         self.port: int = sock.getsockname()[1]
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"{'https' if ssl_context is not None else 'http'}://{host}:{self.port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{_show(sock.getsockname())}"
         # Connections waiting for a request, in the order they began to wait: never
         # answered (``_fresh``), or answered and kept alive (``_idle``).
         self._open: dict[_Connection, None] = {}

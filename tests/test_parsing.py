@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.api import MESSAGES, day_bounds, endpoint_path, local_day
-from exporter.client import InvalidAnswer, build_query, parse_per_day, parse_total
+from exporter.api import (
+    MESSAGES,
+    InvalidAnswer,
+    build_query,
+    day_bounds,
+    endpoint_path,
+    local_day,
+    parse_per_day,
+    parse_total,
+)
 
 ZONES = sorted(available_timezones() - {"Factory", "localtime"})
 counts = st.integers(min_value=0, max_value=2**53 - 2)  # room for the +2 below
