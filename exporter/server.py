@@ -1,12 +1,11 @@
-"""The exporter's HTTP server, on an event loop of its own thread.
+"""The exporter's HTTP server, on an event loop of its own thread so that a scrape never
+waits behind a poll cycle.
 
-``serve`` runs it there, so that a scrape never waits behind a poll cycle. A connection
-waiting for its request is a socket, a small protocol object and a timer, not a thread:
-reads go into one buffer shared by all, and the HTTP/1.1 parser (h11) and the TLS state
-come with the first byte. TLS is an ``ssl.SSLObject`` over memory BIOs: asyncio's TLS
-transport would allocate 256 KiB per connection before the handshake.
-
-``Limits`` says what clients may hold:
+A connection waiting for its request is a socket, a small protocol object and a timer, not
+a thread: reads go into one buffer shared by all, and the HTTP/1.1 parser (h11) and the TLS
+state come with the first byte. TLS is an ``ssl.SSLObject`` over memory BIOs: asyncio's TLS
+transport would allocate 256 KiB per connection before the handshake. ``Limits`` says what
+clients may hold:
 
 - deadlines no trickle resets: the TLS handshake's, a request head's (from when the server
   starts waiting for it; on keep-alive, from its first byte, ``idle_timeout`` until then),
@@ -94,42 +93,31 @@ _ANSWER = "answer"
 _CLOSED = "closed"
 
 
-def serve(
-    handler: Handler,
-    address: str,
-    ssl_context: ssl.SSLContext | None = None,
-    limits: Limits | None = None,
-) -> Server:
-    """Start serving ``handler`` on ``address`` (``HOST:PORT``; port 0 picks a free port).
-
-    Binding happens in the caller's thread: a port that cannot be bound raises at once.
-    """
-    host, port = parse_listen_address(address)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-        return Server(handler, sock, ssl_context, limits)
-    except BaseException:
-        sock.close()
-        raise
-
-
 class Server:
-    """Serves ``handler`` on an event loop of its own thread: all but ``stop`` and
-    ``connections`` runs there, so nothing needs a lock."""
+    """Serves ``handler`` on ``address`` (``HOST:PORT``; port 0 picks a free port) from an
+    event loop of its own thread: all but ``stop`` and ``connections`` runs there, so nothing
+    needs a lock. Binding happens in the caller's thread: a port that cannot be bound raises
+    at once."""
 
     def __init__(
         self,
         handler: Handler,
-        sock: socket.socket,
+        address: str,
         ssl_context: ssl.SSLContext | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.handler = handler
         self.ssl_context = ssl_context
         self.limits = limits or Limits()
+        host, port = parse_listen_address(address)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         self.host: str = sock.getsockname()[0]
         self.port: int = sock.getsockname()[1]
         scheme = "https" if ssl_context is not None else "http"
@@ -153,6 +141,7 @@ class Server:
         try:
             self._listener = asyncio.run_coroutine_threadsafe(listen, self.loop).result()
         except BaseException:
+            sock.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             raise
 
@@ -229,6 +218,9 @@ class Server:
             )
             self._turned_away = 0
             self._reported = now
+
+
+serve = Server  # start serving
 
 
 class _Connection(asyncio.BufferedProtocol):
