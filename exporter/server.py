@@ -283,7 +283,7 @@ class _Connection(asyncio.BufferedProtocol):
             log.debug("%s: connection lost: %s", self.peer, _reason(exc))
         self._end()
         if self.task is not None:
-            self.task.cancel()  # e.g. a bcrypt check nobody waits for any more
+            self.task.cancel()  # e.g. its wait for a bcrypt check
 
     def pause_writing(self) -> None:
         self.paused = True
