@@ -118,7 +118,8 @@ async def gather_all(requests: Iterable[Awaitable[T]]) -> list[T]:
 
 
 async def answer(question: str | None, work: Awaitable[list[Finding]]) -> list[Finding]:
-    """The findings of ``work``, or one for the ``question`` it left unanswered."""
+    """The findings of ``work``, or one for what it left unanswered: ``question``, else the
+    endpoint that failed."""
     try:
         return await work
     except OutOfBudget as exc:
