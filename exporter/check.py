@@ -118,8 +118,8 @@ async def gather_all(requests: Iterable[Awaitable[T]]) -> list[T]:
 
 
 async def answer(question: str | None, work: Awaitable[list[Finding]]) -> list[Finding]:
-    """The findings of ``work``, or the one for a question it left unanswered, named by
-    ``question`` or else by the endpoint that failed; anything unforeseen is raised again."""
+    """The findings of ``work``, or one for what it left unanswered: ``question``, else the
+    endpoint that failed."""
     try:
         return await work
     except OutOfBudget as exc:
@@ -159,12 +159,7 @@ def _unanswered(exc: APIError, settings: Settings, app: AppConfig) -> str:
 
 
 class AppCheck:
-    """The questions to one app, answered by the findings in its report.
-
-    The zone is asked right after access, though printed last: users get it wrong, so it
-    has the budget should that run short; and days cut in another zone than the API's
-    cannot add up to the totals, which are then not compared.
-    """
+    """The questions to one app, answered by the findings in its report."""
 
     def __init__(self, client: AppClient, settings: Settings, app: AppConfig) -> None:
         self.client, self.settings, self.app = client, settings, app
@@ -174,15 +169,20 @@ class AppCheck:
         self.reads: dict[Kind, asyncio.Task[dict[date, int]]] = {}  # its days, and today
         self.report = Report(app)
 
+    async def total(self, kind: Kind) -> int:
+        return await self.client.total(self.app, kind, *all_time_window(self.today, self.zone))
+
     async def run(self) -> None:
         try:
-            window = all_time_window(self.today, self.zone)
-            messages_total = await self.client.total(self.app, MESSAGES, *window)
+            messages_total = await self.total(MESSAGES)
         except APIError as exc:  # nothing else can be asked then
             self.report.add("FAIL", _unanswered(exc, self.settings, self.app))
             return
         self.report.add("ok", "key accepted")
         self.report.add("ok", "Admin API allowed for the plan")
+        # The zone is asked next, though printed last: users get it wrong, so it has the
+        # budget should that run short; and days cut in another zone than the API's cannot
+        # add up to the totals, which are then not compared.
         zone = await answer("could not find the API's time zone", self.read_zone())
         self.report.add("ok", f"{_label(MESSAGES, False)} answered: {messages_total} all time")
         self.report.findings += await self.endpoints()
@@ -232,11 +232,8 @@ class AppCheck:
             counts = await self.reads[kind]
             return f"{counts.get(today - ONE_DAY, 0)} yesterday, {counts.get(today, 0)} today"
 
-        async def total(kind: Kind) -> int:
-            return await self.client.total(app, kind, *all_time_window(today, self.zone))
-
         async def line(kinds: Sequence[Kind], per_day: bool) -> list[Finding]:
-            counts = await gather_all(map(recent if per_day else total, kinds))
+            counts = await gather_all(map(recent if per_day else self.total, kinds))
             named = [
                 f"{app.type_name(kind)} {count}" if isinstance(kind, int) else f"{count}"
                 for kind, count in zip(kinds, counts, strict=True)
@@ -244,11 +241,8 @@ class AppCheck:
             join, end = ("; ", "") if per_day else (", ", " all time")
             return [("ok", f"{_label(kinds[0], per_day)} answered: {join.join(named)}{end}")]
 
-        lines = [
-            line([MESSAGES], True),
-            line(app.dialog_types, False),
-            line(app.dialog_types, True),
-        ]
+        kinds = app.dialog_types
+        lines = [line([MESSAGES], True), line(kinds, False), line(kinds, True)]
         answers = await gather_all(answer(None, each) for each in lines)
         return [found for findings in answers for found in findings]
 
@@ -268,19 +262,16 @@ class AppCheck:
         results = dict(zip(self.reads, await gather_all(map(growth, self.reads)), strict=True))
         names = {kind: app.type_name(kind) if isinstance(kind, int) else kind for kind in results}
         period = f"{first} to {last} in {zone.key}"
-        wrong: list[Finding] = [
-            (
-                "FAIL",
-                f"{names[kind]}: the total of {_label(kind, False)} grew by {grown} over the "
-                f"last {RECENT_DAYS} days ({period}) but {_label(kind, True)} sums to {summed} "
-                "for them: the daily and all-time figures will not add up",
-            )
+        wrong = [
+            f"{names[kind]}: the total of {_label(kind, False)} grew by {grown} over the last "
+            f"{RECENT_DAYS} days ({period}) but {_label(kind, True)} sums to {summed} for "
+            "them: the daily and all-time figures will not add up"
             for kind, (grown, summed) in results.items()
             if grown != summed
         ]
         figures = ", ".join(f"{names[kind]} {grown}" for kind, (grown, _) in results.items())
         agree = f"totals agree with per-day sums over the last {RECENT_DAYS} days"
-        return wrong or [("ok", f"{agree} ({period}: {figures})")]
+        return [("FAIL", text) for text in wrong] or [("ok", f"{agree} ({period}: {figures})")]
 
 
 @dataclass(frozen=True)
@@ -325,7 +316,6 @@ class Flip:
         return list(range(-(-low // QUARTER) * QUARTER, high + 1, QUARTER))
 
     def offset(self, moment: int) -> int:
-        """The UTC offset of a zone whose ``day`` begins at ``moment``."""
         return self.midnight - moment
 
     @property
@@ -427,31 +417,6 @@ def _utc(moment: int, layout: str = "%H:%M") -> str:
     return datetime.fromtimestamp(moment, UTC).strftime(layout)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = options.ArgumentParser(
-        prog=COMMAND,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Check each app's key, plan and endpoints, its totals against per-day sums over\n"
-            f"the last {RECENT_DAYS} days and the zone in which the API cuts its days\n"
-            f"({env_name('timezone')}), with the daemon's settings and config file. Each\n"
-            "finding is one line on stdout, apps in config order:\n\n"
-            "  ok   APP: ...   consistent\n"
-            "  FAIL APP: ...   wrong; the line names the setting to change\n"
-            "  note APP: ...   inconclusive (e.g. too little activity); not a failure\n\n"
-            "and a last line 'check: N app(s) checked, all consistent' or\n"
-            "'check: N problem(s) in M app(s)'. Apps are checked side by side, each with at\n"
-            f"most {MAX_REQUESTS} API requests (retries aside) and {MAX_SECONDS:.0f} s."
-        ),
-        epilog=(
-            "Exit codes: 0 all consistent (notes allowed), 1 a finding failed, 2 bad input "
-            "or configuration, 128+N stopped by signal N."
-        ),
-    )
-    options.add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
-    return parser
-
-
 async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Report]:
     """Check the apps side by side, as many at once as fill the requests in flight (each
     app's time starts with its check); print each app's lines together, in config order."""
@@ -477,7 +442,26 @@ async def check_all(settings: Settings, apps: Sequence[AppConfig]) -> list[Repor
 
 def main(argv: list[str]) -> int:
     """Run ``check`` with ``argv`` (the arguments after the word ``check``)."""
-    return options.one_shot(build_parser(), argv, _run)
+    parser = options.ArgumentParser(
+        prog=COMMAND,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Check each app's key, plan and endpoints, its totals against per-day sums over\n"
+            f"the last {RECENT_DAYS} days and the zone in which the API cuts its days\n"
+            f"({env_name('timezone')}), with the daemon's settings and config file. Each\n"
+            "finding is one line on stdout, apps in config order:\n\n"
+            "  ok   APP: ...   consistent\n"
+            "  FAIL APP: ...   wrong; the line names the setting to change\n"
+            "  note APP: ...   inconclusive (e.g. too little activity); not a failure\n\n"
+            "and a last line 'check: N app(s) checked, all consistent' or\n"
+            "'check: N problem(s) in M app(s)'. Apps are checked side by side, each with at\n"
+            f"most {MAX_REQUESTS} API requests (retries aside) and {MAX_SECONDS:.0f} s."
+        ),
+        epilog="Exit codes: 0 all consistent (notes allowed), 1 a finding failed, 2 bad input "
+        "or configuration, 128+N stopped by signal N.",
+    )
+    options.add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
+    return options.one_shot(parser, argv, _run)
 
 
 def _run(args: argparse.Namespace) -> int:
