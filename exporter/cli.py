@@ -18,9 +18,7 @@ from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
 
 DEMO_KEY = "demo-key"
-BACKFILL = "backfill"
-CHECK = "check"
-HEALTHCHECK = "healthcheck"
+SUBCOMMANDS = {"backfill": backfill.main, "check": check.main, "healthcheck": healthcheck.main}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every flag can also be given as the environment variable shown, or in a .env "
             "file in the working directory; a flag wins over the environment. "
-            f"To load past days into Prometheus: {PROG} {BACKFILL} --help. "
-            f"To check a key and the settings against the API: {PROG} {CHECK} --help. "
-            f"To ask a running exporter whether it answers: {PROG} {HEALTHCHECK} --help."
+            f"To load past days into Prometheus: {PROG} backfill --help. "
+            f"To check a key and the settings against the API: {PROG} check --help. "
+            f"To ask a running exporter whether it answers: {PROG} healthcheck --help."
         ),
     )
     add_settings_arguments(parser)
@@ -76,15 +74,10 @@ def load_share(settings: Settings) -> tuple[AppConfig, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     # A subcommand only as the first word: any other command line runs the daemon as ever.
-    if argv[:1] == [BACKFILL]:
-        return backfill.main(argv[1:])
-    if argv[:1] == [CHECK]:
-        return check.main(argv[1:])
-    if argv[:1] == [HEALTHCHECK]:
-        return healthcheck.main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     settings: Settings | None = None
     try:
