@@ -402,7 +402,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise options.Failure(2, f"error: {exc}") from None
     try:
-        fetcher = options.run_until_stopped(_fetch(settings, apps, plan))
+        fetcher = options.run_until_stopped(_fetch_histories(settings, apps, plan))
         for warning in fetcher.warnings:
             print(
                 f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr
@@ -429,7 +429,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch(settings: Settings, apps: tuple[AppConfig, ...], plan: Plan) -> Fetcher:
+async def _fetch_histories(settings: Settings, apps: tuple[AppConfig, ...], plan: Plan) -> Fetcher:
+    """The apps' histories, at most ``--concurrency`` requests at once."""
     concurrency = min(plan.concurrency, settings.max_concurrent_requests)
     limits = replace(limits_from(settings), max_concurrent_requests=concurrency)
     progress = Progress({app.name: 1 + len(app.dialog_types) for app in apps}, len(plan.days))

@@ -13,7 +13,7 @@ from exporter import __version__, backfill, check, healthcheck
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, shard_of
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.server import Server, serve
+from exporter.server import serve
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
 
@@ -43,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_demo(settings: Settings) -> tuple[Settings, Server]:
-    """Start the simulator in this process and point the settings at it."""
+def _start_demo(settings: Settings) -> Settings:
+    """Start the simulator in this process (its thread keeps it) and point the settings at it."""
     server = serve(Simulator([DEMO_KEY], settings.timezone), "127.0.0.1:0")
     logging.getLogger(__name__).info(
         "demo: polling the built-in simulator of the ConnectyCube API at %s", server.url
     )
-    demo = settings.model_copy(
+    return settings.model_copy(
         update={
             "api_url": server.url,
             "api_key": SecretStr(DEMO_KEY),
@@ -57,7 +57,6 @@ def _start_demo(settings: Settings) -> tuple[Settings, Server]:
             "config_file": None,
         }
     )
-    return demo, server
 
 
 def load_share(settings: Settings) -> tuple[AppConfig, ...]:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from(args)
         if args.demo:
-            settings, _ = _start_demo(settings)
+            settings = _start_demo(settings)
         apps = load_share(settings)
         web_config = load_web_config(settings.web_config_file)
     except (ConfigError, WebConfigError) as exc:
