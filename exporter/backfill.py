@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import re
 import shutil
@@ -20,7 +19,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from functools import partial
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
@@ -43,13 +41,6 @@ class BackfillError(Exception):
     """The API failed or contradicted itself; the message is one line for the user."""
 
 
-def _refuse(checks: Iterable[tuple[bool, str]], error: type[Exception]) -> None:
-    """Raise ``error`` with the message of the first check that failed."""
-    for failed, message in checks:
-        if failed:
-            raise error(message)
-
-
 def parse_day(text: str) -> date:
     """A ``YYYY-MM-DD`` day, strictly (no ``20240101``, no week dates)."""
     day = api.parse_day(text)
@@ -70,7 +61,9 @@ def parse_label(text: str) -> tuple[str, str]:
         # Prometheus treats an empty label as no label: the user meant something else.
         (not value, f"label {name!r} has an empty value"),
     ]
-    _refuse(checks, argparse.ArgumentTypeError)
+    problems = [message for failed, message in checks if failed]
+    if problems:
+        raise argparse.ArgumentTypeError(problems[0])
     return name, value
 
 
@@ -170,7 +163,9 @@ def make_plan(args: argparse.Namespace, today: date) -> Plan:
         (since < EARLIEST_SINCE, f"--since: {since} is too early (first day {EARLIEST_SINCE})"),
         (bool(repeated), f"--label: repeated label {repeated}"),
     ]
-    _refuse([(failed, f"argument {message}") for failed, message in checks], ValueError)
+    problems = [message for failed, message in checks if failed]
+    if problems:
+        raise ValueError(f"argument {problems[0]}")
     return Plan(since, until, args.output, tuple(args.label), args.concurrency, args.strict)
 
 
@@ -190,31 +185,41 @@ class Output:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.path = None if target == STDOUT else _regular_file_path(target)
-        if self.path is not None:
-            self.temp = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
-            # Creating the very file the run will write is the only reliable check (root
-            # ignores permission bits, file systems may be read-only).
-            self._write(b"")
+        self.path: Path | None = None
+        if target == STDOUT:
+            return
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = stat.S_IFREG
+        except OSError as exc:
+            raise OSError(f"--output {target}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(mode):
+            raise OSError(f"--output {target}: is a directory")
+        if not stat.S_ISREG(mode):
+            kind = "not a regular file (a device, FIFO or socket)"
+            raise OSError(f"--output {target}: {kind}; use --output - to write to stdout")
+        # A symlink is followed, for renaming over /dev/stdout would replace the link.
+        self.path = Path(os.path.realpath(target))
+        self.temp = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
+        # Creating the very file the run will write is the only reliable check (root
+        # ignores permission bits, file systems may be read-only).
+        self.commit("", rename=False)
 
-    def commit(self, text: str) -> None:
+    def commit(self, text: str, rename: bool = True) -> None:
+        """Write ``text`` to stdout, or to the temporary file and rename it over FILE."""
         if self.path is None:
             sys.stdout.buffer.write(text.encode())
             sys.stdout.buffer.flush()
-        else:
-            self._write(text.encode(), rename_to=self.path)
-
-    def _write(self, data: bytes, rename_to: Path | None = None) -> None:
-        """Write ``data`` to the temporary file, then rename it or remove it."""
+            return
         try:
-            self.temp.unlink(missing_ok=True)  # then O_EXCL: never through a link left there
-            fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with open(fd, "wb") as file:
-                file.write(data)
+            self.temp.unlink(missing_ok=True)  # then "x" (O_EXCL): never through a link left there
+            with self.temp.open("xb") as file:
+                file.write(text.encode())
                 file.flush()
                 os.fsync(file.fileno())
-            if rename_to is not None:
-                os.replace(self.temp, rename_to)
+            if rename:
+                os.replace(self.temp, self.path)
         except OSError as exc:
             raise OSError(f"--output {self.target}: cannot write: {exc.strerror or exc}") from None
         finally:
@@ -225,23 +230,6 @@ class Output:
             self.temp.unlink(missing_ok=True)
 
 
-def _regular_file_path(target: str) -> Path:
-    """Where to write ``target``: a regular file or a new one, never a device or FIFO. A
-    symlink is followed, for renaming over ``/dev/stdout`` would replace the link."""
-    try:
-        mode = os.stat(target).st_mode
-    except FileNotFoundError:
-        mode = stat.S_IFREG
-    except OSError as exc:
-        raise OSError(f"--output {target}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
-        raise OSError(f"--output {target}: is a directory")
-    if not stat.S_ISREG(mode):
-        kind = "not a regular file (a device, FIFO or socket)"
-        raise OSError(f"--output {target}: {kind}; use --output - to write to stdout")
-    return Path(os.path.realpath(target))
-
-
 class Progress:
     """A one-line ``\\r`` progress bar of the days fetched per app, on a terminal only."""
 
@@ -250,9 +238,9 @@ class Progress:
     def __init__(self, apps: dict[str, int], days: int, stream: IO[str] | None = None) -> None:
         """``apps``: name -> kinds fetched for it; ``days``: days wanted for each kind."""
         self._stream = stream or sys.stderr
-        self._wanted = {app: kinds * days for app, kinds in apps.items()}
+        self._kinds = apps
         self._days = days
-        self._done = dict.fromkeys(apps, 0)
+        self._done = dict.fromkeys(apps, 0)  # days fetched, all kinds together
         self._drawn = 0  # length of the line on screen
 
     def advance(self, app: str, days: int) -> None:
@@ -261,10 +249,10 @@ class Progress:
 
     def line(self) -> str:
         parts = []
-        for app, wanted in self._wanted.items():
-            share = self._done[app] / wanted if wanted else 1.0
-            bar = ("#" * math.floor(share * self.WIDTH)).ljust(self.WIDTH, ".")
-            parts.append(f"{app} [{bar}] {math.floor(share * self._days)}/{self._days} days")
+        for app, kinds in self._kinds.items():
+            bar = "#" * (self._done[app] * self.WIDTH // (kinds * self._days))
+            days = f"{self._done[app] // kinds}/{self._days} days"
+            parts.append(f"{app} [{bar.ljust(self.WIDTH, '.')}] {days}")
         return "backfill: " + "  ".join(parts)
 
     def draw(self) -> None:
@@ -298,32 +286,31 @@ class Fetcher:
     client: StatsClient
     zone: ZoneInfo
     plan: Plan
-    progress: Progress | None = None
+    progress: Progress
     warnings: list[str] = field(default_factory=list)
     histories: list[AppHistory] = field(default_factory=list)
 
     async def fetch_all(self, apps: Iterable[AppConfig]) -> list[AppHistory]:
-        histories = [AppHistory(app) for app in apps]
+        self.histories = [AppHistory(app) for app in apps]
+        self.progress.draw()
         try:
             async with asyncio.TaskGroup() as group:
-                fetches = [
-                    (history, kind, group.create_task(self._fetch(history.app, kind)))
-                    for history in histories
-                    for kind in (api.MESSAGES, *history.app.dialog_types)
-                ]
+                for history in self.histories:
+                    for kind in (api.MESSAGES, *history.app.dialog_types):
+                        group.create_task(self._fetch(history, kind))
         except ExceptionGroup as errors:  # the first failure cancelled the rest
             raise errors.exceptions[0] from None
-        for history, kind, fetch in fetches:
-            history.counts[kind], history.totals[kind] = fetch.result()
-        self.histories = histories
-        return histories
+        finally:
+            self.progress.clear()
+        return self.histories
 
-    async def _fetch(
-        self, app: AppConfig, kind: api.Kind
-    ) -> tuple[dict[date, int], dict[date, int]]:
-        """The per-day counts of ``kind``, and the totals at the end of each day."""
-        plan = self.plan
-        done = partial(self._advance, app.name)
+    async def _fetch(self, history: AppHistory, kind: api.Kind) -> None:
+        """Fill in ``history``'s per-day counts of ``kind`` and totals at the end of each day."""
+        app, plan = history.app, self.plan
+
+        def done(first: date, last: date) -> None:  # days of the plan only, not the one before
+            self.progress.advance(app.name, max(0, (last - max(first, plan.first)).days + 1))
+
         middle = plan.first + (plan.last - plan.first) // 2
         try:
             async with asyncio.TaskGroup() as group:
@@ -362,11 +349,7 @@ class Fetcher:
                 if plan.strict:
                     raise BackfillError(message)
                 self.warnings.append(message)
-        return counts, totals
-
-    def _advance(self, app: str, first: date, last: date) -> None:
-        if self.progress is not None:  # days of the plan only, not the one before it
-            self.progress.advance(app, max(0, (last - max(first, self.plan.first)).days + 1))
+        history.counts[kind], history.totals[kind] = counts, totals
 
 
 def _windows(first: date, last: date) -> list[tuple[date, date]]:
@@ -419,19 +402,22 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise options.Failure(2, f"error: {exc}") from None
     try:
-        text, samples, requests = _backfill(settings, apps, plan)
+        fetcher = options.run_until_stopped(_fetch_histories(settings, apps, plan))
+        for warning in fetcher.warnings:
+            print(
+                f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr
+            )
+        text, samples = render(fetcher.histories, plan.days, settings.zone, plan.labels)
         output.commit(text)
-    except BackfillError as exc:
-        raise options.Failure(1, f"failed, nothing written: {exc}") from None
     except OSError as exc:
         raise options.Failure(1, f"failed: {exc}") from None
-    except Exception as exc:  # a bug or an answer nobody foresaw: one line, no traceback
-        unexpected = f"unexpected {type(exc).__name__}"
-        raise options.Failure(1, f"failed, nothing written: {unexpected}") from None
+    except Exception as exc:  # else a bug or an answer nobody foresaw: one line, no traceback
+        reason = exc if isinstance(exc, BackfillError) else f"unexpected {type(exc).__name__}"
+        raise options.Failure(1, f"failed, nothing written: {reason}") from None
     print(
         f"{COMMAND}: wrote {output.path or 'stdout'}: {len(plan.days)} days ({plan.first} to "
         f"{plan.last}, {settings.zone.key}), {samples} samples, {len(apps)} app(s), "
-        f"{requests} API requests, in {time.monotonic() - started:.1f}s",
+        f"{fetcher.client.requests} API requests, in {time.monotonic() - started:.1f}s",
         file=sys.stderr,
     )
     if not {"job", "instance"} & {name for name, _ in plan.labels}:
@@ -443,26 +429,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backfill(settings: Settings, apps: tuple[AppConfig, ...], plan: Plan) -> tuple[str, int, int]:
-    """The OpenMetrics text, its samples and the API requests it took, warnings printed."""
+async def _fetch_histories(settings: Settings, apps: tuple[AppConfig, ...], plan: Plan) -> Fetcher:
+    """The apps' histories, at most ``--concurrency`` requests at once."""
+    concurrency = min(plan.concurrency, settings.max_concurrent_requests)
+    limits = replace(limits_from(settings), max_concurrent_requests=concurrency)
     progress = Progress({app.name: 1 + len(app.dialog_types) for app in apps}, len(plan.days))
-    limits = limits_from(settings)
-    concurrency = min(plan.concurrency, limits.max_concurrent_requests)
-    limits = replace(limits, max_concurrent_requests=concurrency)
-
-    async def fetch() -> tuple[Fetcher, int]:
-        async with open_http(limits) as http:
-            client = StatsClient(http, limits)
-            fetcher = Fetcher(client, settings.zone, plan, progress)
-            # No deadline: a backfill may wait out a Retry-After the daemon would skip.
-            await fetcher.fetch_all(apps)
-            return fetcher, client.requests
-
-    try:
-        progress.draw()
-        fetcher, requests = options.run_until_stopped(fetch())
-    finally:
-        progress.clear()
-    for warning in fetcher.warnings:
-        print(f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr)
-    return (*render(fetcher.histories, plan.days, settings.zone, plan.labels), requests)
+    async with open_http(limits) as http:
+        fetcher = Fetcher(StatsClient(http, limits), settings.zone, plan, progress)
+        # No deadline: a backfill may wait out a Retry-After the daemon would skip.
+        await fetcher.fetch_all(apps)
+        return fetcher

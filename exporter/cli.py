@@ -13,14 +13,12 @@ from exporter import __version__, backfill, check, healthcheck
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, shard_of
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.server import Server, serve
+from exporter.server import serve
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
 
 DEMO_KEY = "demo-key"
-BACKFILL = "backfill"
-CHECK = "check"
-HEALTHCHECK = "healthcheck"
+SUBCOMMANDS = {"backfill": backfill.main, "check": check.main, "healthcheck": healthcheck.main}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Every flag can also be given as the environment variable shown, or in a .env "
             "file in the working directory; a flag wins over the environment. "
-            f"To load past days into Prometheus: {PROG} {BACKFILL} --help. "
-            f"To check a key and the settings against the API: {PROG} {CHECK} --help. "
-            f"To ask a running exporter whether it answers: {PROG} {HEALTHCHECK} --help."
+            f"To load past days into Prometheus: {PROG} backfill --help. "
+            f"To check a key and the settings against the API: {PROG} check --help. "
+            f"To ask a running exporter whether it answers: {PROG} healthcheck --help."
         ),
     )
     add_settings_arguments(parser)
@@ -45,13 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_demo(settings: Settings) -> tuple[Settings, Server]:
-    """Start the simulator in this process and point the settings at it."""
+def _start_demo(settings: Settings) -> Settings:
+    """Start the simulator in this process (its thread keeps it) and point the settings at it."""
     server = serve(Simulator([DEMO_KEY], settings.timezone), "127.0.0.1:0")
     logging.getLogger(__name__).info(
         "demo: polling the built-in simulator of the ConnectyCube API at %s", server.url
     )
-    demo = settings.model_copy(
+    return settings.model_copy(
         update={
             "api_url": server.url,
             "api_key": SecretStr(DEMO_KEY),
@@ -59,7 +57,6 @@ def _start_demo(settings: Settings) -> tuple[Settings, Server]:
             "config_file": None,
         }
     )
-    return demo, server
 
 
 def load_share(settings: Settings) -> tuple[AppConfig, ...]:
@@ -76,21 +73,16 @@ def load_share(settings: Settings) -> tuple[AppConfig, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     # A subcommand only as the first word: any other command line runs the daemon as ever.
-    if argv[:1] == [BACKFILL]:
-        return backfill.main(argv[1:])
-    if argv[:1] == [CHECK]:
-        return check.main(argv[1:])
-    if argv[:1] == [HEALTHCHECK]:
-        return healthcheck.main(argv[1:])
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     settings: Settings | None = None
     try:
         settings = settings_from(args)
         if args.demo:
-            settings, _ = _start_demo(settings)
+            settings = _start_demo(settings)
         apps = load_share(settings)
         web_config = load_web_config(settings.web_config_file)
     except (ConfigError, WebConfigError) as exc:

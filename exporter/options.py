@@ -67,15 +67,11 @@ class Failure(Exception):
 
 
 class Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived during a one-shot command."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+    """SIGTERM or SIGINT, its ``signal.Signals`` the one argument, during a one-shot command."""
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+    raise Interrupted(signal.Signals(signum))
 
 
 def one_shot(
@@ -95,7 +91,8 @@ def one_shot(
     except Failure as exc:
         code, message = exc.code, str(exc)
     except Interrupted as stop:
-        code, message = 128 + stop.signum, f"stopped by {stop}{stopped}"
+        [signum] = stop.args
+        code, message = 128 + signum, f"stopped by {signum.name}{stopped}"
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -111,9 +108,9 @@ def run_until_stopped(work: Coroutine[Any, Any, T]) -> T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        received: list[int] = []
+        received: list[signal.Signals] = []
 
-        def stop(signum: int) -> None:
+        def stop(signum: signal.Signals) -> None:
             received.append(signum)
             task.cancel()
 
