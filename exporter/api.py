@@ -11,15 +11,11 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 API_KEY_HEADER: Final = "CB-Administration-API-Key"
-MESSAGES: Final = "messages"
-"""The kind of count that is not a dialog type: messages sent."""
-
-Kind = str | int
-"""``MESSAGES`` or a dialog type code."""
+MESSAGES: Final = "messages"  # the kind of count that is not a dialog type: messages sent
+Kind = str | int  # MESSAGES or a dialog type code
 
 ENDPOINT_PREFIX: Final = "/admin/stats/"
-PAGE_DAYS: Final = 100
-"""The ``limit`` asked of the per-day endpoints: their documented default page size."""
+PAGE_DAYS: Final = 100  # the limit asked per page: the per-day endpoints' documented default
 ONE_DAY: Final = timedelta(days=1)
 
 # The REST docs' names. The official JS SDK numbers them otherwise (1 public, 4 broadcast):
@@ -67,8 +63,7 @@ class InvalidAnswer(ValueError):
     """An answer that does not have the shape the API documents."""
 
 
-MAX_COUNT: Final = 2**53
-"""Past this a float64, and so Prometheus, no longer holds every whole number."""
+MAX_COUNT: Final = 2**53  # past this a float64, and so Prometheus, misses whole numbers
 COUNT_TEXT = re.compile(r"[0-9]{1,20}")
 
 
@@ -129,26 +124,21 @@ def build_query(
     return urlencode(params, safe="[]")
 
 
-# --------------------------------------------------------------------------- days
-
-
 def local_day(timestamp: float, zone: ZoneInfo) -> date:
     """The day, in ``zone``, that the Unix time ``timestamp`` falls on."""
     return datetime.fromtimestamp(timestamp, zone).date()
 
 
 def day_start(day: date, zone: ZoneInfo) -> int:
-    """Unix time of the first second of ``day`` in ``zone``.
-
-    Where a DST change skips midnight, the day starts at the change: zoneinfo reads a
-    missing 00:00 with the offset from before the gap, which is that very instant.
-    """
+    """Unix time of the first second of ``day`` in ``zone``. Where a DST change skips
+    midnight, the day starts at the change: zoneinfo reads a missing 00:00 with the offset
+    from before the gap, which is that very instant."""
     return int(datetime.combine(day, time.min, zone).timestamp())
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[int, int]:
     """``[start, end)`` of ``day`` in ``zone`` as Unix seconds (23 to 25 hours long)."""
-    return day_start(day, zone), day_start(day + timedelta(days=1), zone)
+    return day_start(day, zone), day_start(day + ONE_DAY, zone)
 
 
 # The API does not say whether ``start_date`` and ``end_date`` are inclusive. Starting one
@@ -156,19 +146,15 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[int, int]:
 # either way; the per-day answer is then read only for those days, since the window may
 # add a key either side (an event in that extra second, or one at exactly the midnight
 # that ends the window when the end is inclusive).
-ALL_TIME_START = 1
-"""``start_date`` of an all-time window: before any event, and not 0 (which some servers
-read as "no date given")."""
 
 
 def days_window(first: date, last: date, zone: ZoneInfo) -> tuple[int, int]:
     """``(start_date, end_date)`` whose answer holds every event of ``first`` to ``last``."""
-    return day_start(first, zone) - 1, day_start(last + timedelta(days=1), zone)
+    return day_start(first, zone) - 1, day_start(last + ONE_DAY, zone)
 
 
 def all_time_window(today: date, zone: ZoneInfo) -> tuple[int, int]:
-    """``(start_date, end_date)`` covering every event up to the end of ``today``.
-
-    Sent with every all-time total, because the API may refuse a total without dates.
-    """
-    return ALL_TIME_START, day_start(today + timedelta(days=1), zone)
+    """``(start_date, end_date)`` of every event up to the end of ``today``, sent with
+    every all-time total since the API may refuse one without dates. The start is before
+    any event, and not 0 (which some servers read as "no date given")."""
+    return 1, day_start(today + ONE_DAY, zone)

@@ -26,21 +26,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from exporter import __version__
-from exporter.api import (
-    ALL_TIME_START,
-    API_KEY_HEADER,
-    ONE_DAY,
-    PAGE_DAYS,
-    InvalidAnswer,
-    Kind,
-    build_query,
-    day_start,
-    days_window,
-    endpoint_path,
-    parse_per_day,
-    parse_total,
-)
+from exporter import __version__, api
+from exporter.api import ONE_DAY, Kind
 from exporter.config import AppConfig, Settings
 
 T = TypeVar("T")
@@ -79,9 +66,7 @@ class APIInvalidResponse(APIError):
 
 
 class APIRateLimited(APIError):
-    """Not sent: the API's ``Retry-After`` asked for a pause that outlasts the deadline."""
-
-    outcome = "rate_limited"
+    outcome = "rate_limited"  # not sent: Retry-After asked for a pause past the deadline
 
 
 @dataclass(frozen=True)
@@ -137,8 +122,7 @@ class StatsClient:
     """Fetches counts for any app over one shared ``httpx.AsyncClient``, with requests in
     flight capped across all apps. Transient failures (connection errors, timeouts, 429,
     5xx) are retried with exponential backoff and full jitter, never past the caller's
-    deadline; a 429 or 503's ``Retry-After`` holds every request to the app, across polls.
-    """
+    deadline; a 429 or 503's ``Retry-After`` holds every request to the app, across polls."""
 
     def __init__(self, http: httpx.AsyncClient, limits: ClientLimits | None = None) -> None:
         self._http = http
@@ -158,8 +142,9 @@ class StatsClient:
         deadline: float = math.inf,
     ) -> int:
         """All-time count of ``kind``, or the count between ``start`` and ``end``."""
-        path = endpoint_path(kind, per_day=False)
-        return await self._get(app, path, build_query(kind, start, end), deadline, parse_total)
+        path = api.endpoint_path(kind, per_day=False)
+        query = api.build_query(kind, start, end)
+        return await self._get(app, path, query, deadline, api.parse_total)
 
     async def per_day(
         self,
@@ -172,9 +157,9 @@ class StatsClient:
         deadline: float = math.inf,
     ) -> dict[date, int]:
         """Counts of ``kind`` by day between ``start`` and ``end``; quiet days are absent."""
-        path = endpoint_path(kind, per_day=True)
-        query = build_query(kind, start, end, limit)
-        return await self._get(app, path, query, deadline, parse_per_day)
+        path = api.endpoint_path(kind, per_day=True)
+        query = api.build_query(kind, start, end, limit)
+        return await self._get(app, path, query, deadline, api.parse_per_day)
 
     async def days(
         self,
@@ -195,9 +180,9 @@ class StatsClient:
         to single days (``offset``, undocumented, is never sent). ``done(first, last)`` is
         called as each part of the range is complete.
         """
-        path = endpoint_path(kind, per_day=True)
-        start, end = days_window(first, last, zone)
-        page = await self._page(app, kind, start, end, deadline)
+        path = api.endpoint_path(kind, per_day=True)
+        start, end = api.days_window(first, last, zone)
+        page, full = await self._page(app, kind, start, end, deadline)
         counts = {day: n for day, n in page.items() if first <= day <= last}
         # The window's extra second and an inclusive end may add the day either side.
         stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
@@ -206,12 +191,12 @@ class StatsClient:
                 path, f"asked for {first} to {last}, the answer holds {stray[0]}"
             )
         span = (last - first).days + 1
-        if span == 1 and not counts and last + ONE_DAY in page and self._full(app, page):
+        if span == 1 and not counts and last + ONE_DAY in page and full:
             # Only an event at exactly the closing midnight, under an inclusive end, brings
             # the next day's key: a window ending a second earlier leaves it out.
-            page = await self._page(app, kind, start, end - 1, deadline)
+            page, full = await self._page(app, kind, start, end - 1, deadline)
             counts = {day: n for day, n in page.items() if day == first}
-        if len(counts) == span or not self._full(app, page):
+        if len(counts) == span or not full:
             done(first, last)
             return counts
         if span == 1:
@@ -231,31 +216,26 @@ class StatsClient:
     async def total_at_end_of(
         self, app: AppConfig, kind: Kind, day: date, zone: ZoneInfo, *, deadline: float = math.inf
     ) -> int:
-        """The all-time total as it stood at the end of ``day``, whatever the bounds.
-
-        Events at exactly the next midnight, which an inclusive ``end_date`` counts too,
-        are read from a per-day answer over the same end and taken off again.
-        """
-        end = day_start(day + ONE_DAY, zone)
-        total = await self.total(app, kind, ALL_TIME_START, end, deadline=deadline)
+        """The all-time total as it stood at the end of ``day``, whatever the bounds: events
+        at exactly the next midnight, which an inclusive ``end_date`` counts too, are read
+        from a per-day answer over the same end and taken off again."""
+        start, end = api.all_time_window(day, zone)
+        total = await self.total(app, kind, start, end, deadline=deadline)
         edge = await self.per_day(app, kind, end - 1, end, deadline=deadline)
         return total - edge.get(day + ONE_DAY, 0)
 
     async def _page(
         self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float
-    ) -> dict[date, int]:
-        page = await self.per_day(app, kind, start, end, limit=PAGE_DAYS, deadline=deadline)
-        longest = self._longest_page.get(app.name, 0)
-        self._longest_page[app.name] = max(longest, len(page))
-        return page
+    ) -> tuple[dict[date, int], bool]:
+        """A page of counts by day, and whether a cap on the page size may have cut it short."""
+        page = await self.per_day(app, kind, start, end, limit=api.PAGE_DAYS, deadline=deadline)
+        longest = max(self._longest_page.get(app.name, 0), len(page))
+        self._longest_page[app.name] = longest
+        return page, bool(page) and len(page) >= longest
 
     def knows_page_size(self, app: AppConfig) -> bool:
         """Whether a per-day answer of ``app`` has been read (see ``days``)."""
         return app.name in self._longest_page
-
-    def _full(self, app: AppConfig, page: dict[date, int]) -> bool:
-        """Whether a cap on the page size may have cut ``page`` short."""
-        return bool(page) and len(page) >= self._longest_page.get(app.name, 0)
 
     def forget(self, app_name: str) -> None:
         """Drop what is known of an app that is no longer polled."""
@@ -271,7 +251,7 @@ class StatsClient:
         while True:
             try:
                 return parse(await self._send(app, path, query, deadline))
-            except InvalidAnswer as exc:
+            except api.InvalidAnswer as exc:
                 raise APIInvalidResponse(path, _scrub(str(exc), app)) from None
             except APIError as error:
                 cut_off = isinstance(error, APIRateLimited) or (
@@ -303,30 +283,29 @@ class StatsClient:
             if time.monotonic() + wait >= deadline:
                 raise APIRateLimited(path, f"not sent: the API asked to wait {wait:.0f}s more")
             await asyncio.sleep(wait)
+        url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
+        headers = {api.API_KEY_HEADER: app.api_key.get_secret_value()}
         try:
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
         except TimeoutError:
             raise APITimeout(path, "no request slot free before the poll deadline") from None
+        self.requests += 1
+        budget = max(min(self._limits.request_timeout, deadline - time.monotonic()), 0)
         try:
-            self.requests += 1
-            url = f"{app.api_url}{path}" + (f"?{query}" if query else "")
-            headers = {API_KEY_HEADER: app.api_key.get_secret_value()}
-            budget = max(min(self._limits.request_timeout, deadline - time.monotonic()), 0)
-            try:
-                # httpx's timeouts bound each read; this bounds the whole answer, so that a
-                # body trickling in a byte at a time cannot hold the poll.
-                async with asyncio.timeout(budget):
-                    async with self._http.stream("GET", url, headers=headers) as response:
-                        body = await self._read_capped(response, path)
-            except (TimeoutError, httpx.TimeoutException):
-                raise APITimeout(path, f"timed out after {budget:.3g}s") from None
-            except httpx.TransportError as exc:
-                detail = str(exc).strip()
-                reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-                raise APIConnectionError(path, _scrub(reason, app)) from None
-            except zlib.error:
-                raise APIInvalidResponse(path, "compressed answer does not decode") from None
+            # httpx's timeouts bound each read; this bounds the whole answer, so that a
+            # body trickling in a byte at a time cannot hold the poll.
+            async with asyncio.timeout(budget):
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    body = await self._read_capped(response, path)
+        except (TimeoutError, httpx.TimeoutException):
+            raise APITimeout(path, f"timed out after {budget:.3g}s") from None
+        except httpx.TransportError as exc:
+            detail = str(exc).strip()
+            reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+            raise APIConnectionError(path, _scrub(reason, app)) from None
+        except zlib.error:
+            raise APIInvalidResponse(path, "compressed answer does not decode") from None
         finally:
             self._slots.release()
         try:
@@ -359,18 +338,15 @@ class StatsClient:
             raise APIInvalidResponse(path, "answer has a stacked or unsupported Content-Encoding")
         # gzip or zlib (deflate), told apart by their headers.
         decoder = None if encoding in ("", "identity") else zlib.decompressobj(32 + zlib.MAX_WBITS)
-        chunks = []
-        size = 0
+        body = bytearray()
         async for raw in response.aiter_raw():
             # At most one byte past the cap is ever decoded, whatever the ratio.
-            chunk = raw if decoder is None else decoder.decompress(raw, cap - size + 1)
-            size += len(chunk)
-            if size > cap:
+            body += raw if decoder is None else decoder.decompress(raw, cap - len(body) + 1)
+            if len(body) > cap:
                 raise APIInvalidResponse(path, f"answer is larger than {cap} bytes")
-            chunks.append(chunk)
         if decoder is not None and not decoder.eof:
             raise APIInvalidResponse(path, "compressed answer ends early")
-        return b"".join(chunks)
+        return bytes(body)
 
 
 def parse_retry_after(value: str) -> float | None:

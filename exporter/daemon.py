@@ -58,27 +58,16 @@ async def run(
             lambda: poller.snapshot, settings.zone, settings.max_staleness, process_metrics()
         )
         poller.configure(apps)  # before serving: /-/ready must not answer before it
+        address = settings.listen_address
         try:
-            server = serve(
-                create_app(exposition.render, lambda: poller.ready, web_config),
-                settings.listen_address,
-                web_config.ssl_context,
-                web_limits(settings),
-            )
+            handler = create_app(exposition.render, lambda: poller.ready, web_config)
+            server = serve(handler, address, web_config.ssl_context, web_limits(settings))
         except OSError as exc:
-            log.error(
-                "%s: cannot listen on %s: %s",
-                env_name("listen_address"),
-                settings.listen_address,
-                exc.strerror or exc,
-            )
+            setting = env_name("listen_address")
+            log.error("%s: cannot listen on %s: %s", setting, address, exc.strerror or exc)
             return 1
-        log.info(
-            "listening on %s, polling %d app(s) every %gs",
-            server.url,
-            len(apps),
-            settings.poll_interval_seconds,
-        )
+        every = settings.poll_interval_seconds
+        log.info("listening on %s, polling %d app(s) every %gs", server.url, len(apps), every)
         reloads: set[asyncio.Task[None]] = set()
 
         def reload() -> None:
@@ -93,7 +82,11 @@ async def run(
         finally:
             log.info("shutting down")
             scheduler.shutdown(wait=False)
-            await _cancel_other_tasks()
+            # Polls still waiting on the API end now, so shutdown takes no longer than a moment.
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             server.stop()
     return 0
 
@@ -138,11 +131,3 @@ async def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...
         log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
         return
     log.error("reload failed, the running configuration stays: %s", reason)
-
-
-async def _cancel_other_tasks() -> None:
-    """Ends polls still waiting on the API, so shutdown takes no longer than a moment."""
-    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

@@ -63,11 +63,9 @@ class Poller:
         return self._ready
 
     def configure(self, apps: Iterable[AppConfig]) -> None:
-        """Poll these apps from now on; unchanged apps keep their schedule and values.
-
-        A new or changed app (a rotated key, another URL) is polled at once; a removed
-        one stops being polled and leaves ``/metrics``.
-        """
+        """Poll these apps from now on; unchanged apps keep their schedule and values. A new
+        or changed app (a rotated key, another URL) is polled at once; a removed one stops
+        being polled and leaves ``/metrics``."""
         wanted = {app.name: app for app in apps}
         for name, app in self._apps.items():
             if wanted.get(name) != app:
@@ -77,22 +75,19 @@ class Poller:
                 self._client.forget(name)
                 self._auth_warned_at.pop(name, None)
         for name, app in wanted.items():
-            if self._apps.get(name) == app:
-                continue
-            # A new job, with a new id: the old job's running poll must not count against
-            # max_instances and delay the first poll with the new key.
-            self._job_ids[name] = self._scheduler.add_job(
-                self.poll,
-                "interval",
-                args=[app],
-                seconds=self._interval,
-                name=f"poll app {name}",
-                next_run_time=datetime.now(UTC),
-                max_instances=1,
-                coalesce=True,
-                # A run that starts late is still worth running, once.
-                misfire_grace_time=max(1, int(self._interval)),
-            ).id
+            if self._apps.get(name) != app:
+                # A new job, with a new id: the old job's running poll must not count against
+                # max_instances (one, by default) and delay the first poll with the new key.
+                self._job_ids[name] = self._scheduler.add_job(
+                    self.poll,
+                    "interval",
+                    args=[app],
+                    seconds=self._interval,
+                    name=f"poll app {name}",
+                    next_run_time=datetime.now(UTC),
+                    # A run that starts late is still worth running, once (coalesced, by default).
+                    misfire_grace_time=max(1, int(self._interval)),
+                ).id
         self._apps = wanted
         apps = {
             name: replace(
@@ -148,18 +143,17 @@ class Poller:
         failures: list[Failure] = []
         for (kind, per_day), result in results.items():
             endpoint = endpoint_label(endpoint_path(kind, per_day))
+            outcome = "success"
             if isinstance(result, BaseException):
                 outcome = result.outcome if isinstance(result, APIError) else "error"
-                outcomes[(endpoint, outcome)] += 1
                 failures.append((endpoint, result))
-                continue
-            outcomes[(endpoint, "success")] += 1
-            if isinstance(result, dict):
+            elif isinstance(result, dict):
                 # A day absent from the answer had no activity: zero.
                 todays[kind] = Reading(result.get(today, 0), finished, today)
                 yesterdays[kind] = Reading(result.get(yesterday, 0), finished, yesterday)
             else:
                 totals[kind] = Reading(result, finished)
+            outcomes[(endpoint, outcome)] += 1
 
         up = not failures
         self._report(app, previous, failures, len(wanted))
