@@ -21,10 +21,8 @@ from exporter.snapshot import AppSnapshot
 
 @dataclass(frozen=True)
 class Family:
-    """One metric family; for a counter, ``name`` is without the ``_total`` suffix.
-
-    Label names are in sorted order, the order in which prometheus_client writes them.
-    """
+    """One metric family; for a counter, ``name`` is without the ``_total`` suffix. Label
+    names are in sorted order, the order in which prometheus_client writes them."""
 
     name: str
     help: str

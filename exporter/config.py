@@ -81,17 +81,16 @@ def _code_name_pairs(value: Any) -> Any:
     return value
 
 
-def _check_code(code: int) -> None:
+def _check_code(code: int) -> int:
     if code < 1:
         raise ValueError("dialog type codes are positive integers")
+    return code
 
 
 def _check_dialog_types(codes: list[int]) -> list[int]:
     if not codes:
         raise ValueError("at least one dialog type code is needed")
-    for code in codes:
-        _check_code(code)
-    return list(dict.fromkeys(codes))  # drop repeats, keep the order given
+    return list(dict.fromkeys(map(_check_code, codes)))  # drop repeats, keep the order given
 
 
 def _check_type_names(names: dict[int, str]) -> dict[int, str]:
@@ -138,10 +137,7 @@ TypeNames = Annotated[
     dict[int, str], NoDecode, BeforeValidator(_code_name_pairs), AfterValidator(_check_type_names)
 ]
 ApiUrl = Annotated[str, AfterValidator(_check_api_url)]
-Zone = Annotated[str, AfterValidator(_check_zone)]
-ListenAddress = Annotated[str, AfterValidator(_check_listen_address)]
 LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _any_case(str.upper)]
-LogFormat = Annotated[Literal["text", "json"], _any_case(str.lower)]
 Timeout = Annotated[float, Field(gt=0, le=3600)]
 
 
@@ -174,9 +170,9 @@ class Settings(BaseSettings):
     """seconds between polls"""
     request_timeout_seconds: Timeout = 10.0
     """timeout of one API request, in seconds"""
-    timezone: Zone = "UTC"
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
     """IANA zone of the API's per-day keys; decides which day is today"""
-    listen_address: ListenAddress = "0.0.0.0:19742"
+    listen_address: Annotated[str, AfterValidator(_check_listen_address)] = "0.0.0.0:19742"
     """HOST:PORT to serve /metrics on"""
     config_file: Path | None = None
     """YAML file listing several apps"""
@@ -205,7 +201,7 @@ class Settings(BaseSettings):
     """seconds a keep-alive connection may wait for its next request"""
     log_level: LogLevel = "INFO"
     """DEBUG, INFO, WARNING or ERROR"""
-    log_format: LogFormat = "text"
+    log_format: Annotated[Literal["text", "json"], _any_case(str.lower)] = "text"
     """text or json"""
     shard: Annotated[int, Field(ge=0)] = 0
     """this process's shard, from 0: it polls the apps whose name hashes to it"""
@@ -326,10 +322,13 @@ def _api_key(
     return SecretStr(text)
 
 
-def _app(
-    name: str, key: SecretStr, url: str, types: list[int], names: Mapping[int, str], where: str
-) -> AppConfig:
-    app = AppConfig(name, key, url, tuple(types), tuple(sorted(names.items())))
+def _app(settings: Settings, entry: _FileApp, key: SecretStr, where: str) -> AppConfig:
+    """The app of a config file's entry, or of the settings alone (an entry with a name only):
+    what the entry leaves out, the settings say."""
+    url = entry.api_url or settings.api_url
+    types = tuple(entry.dialog_types or settings.dialog_types)
+    names = {**settings.dialog_type_names, **(entry.dialog_type_names or {})}
+    app = AppConfig(entry.name, key, url, types, tuple(sorted(names.items())))
     if repeated := _repeated(app.type_name(code) for code in app.dialog_types):
         raise ConfigError(f"{where}: dialog types must have distinct names, repeated: {repeated}")
     return app
@@ -340,11 +339,8 @@ def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
     if settings.config_file is None:
         where = f"{env_name('api_key')} or {env_name('api_key_file')}"
         key = _api_key(settings.api_key, settings.api_key_file, env_name("api_key_file"), where)
-        types, names = settings.dialog_types, settings.dialog_type_names
-        app = _app(
-            settings.app_name, key, settings.api_url, types, names, env_name("dialog_type_names")
-        )
-        return (app,)
+        single = _FileApp(name=settings.app_name)
+        return (_app(settings, single, key, env_name("dialog_type_names")),)
     setting = f"{env_name('config_file')} ({settings.config_file})"
     try:
         parsed = read_yaml(settings.config_file, _ConfigFile)
@@ -354,10 +350,7 @@ def load_apps(settings: Settings) -> tuple[AppConfig, ...]:
     for index, entry in enumerate(parsed.apps):
         where = f"{setting}: apps[{index}] ({entry.name})"
         key = _api_key(entry.api_key, entry.api_key_file, where, where)
-        url = entry.api_url or settings.api_url
-        types = entry.dialog_types or settings.dialog_types
-        names = {**settings.dialog_type_names, **(entry.dialog_type_names or {})}
-        apps.append(_app(entry.name, key, url, types, names, where))
+        apps.append(_app(settings, entry, key, where))
     return tuple(apps)
 
 

@@ -10,19 +10,9 @@ import unicodedata
 from datetime import UTC, datetime
 from types import TracebackType
 
-# Libraries whose INFO lines (one per request or job run) are noise; warnings still show.
-_CHATTY = ("httpx", "httpcore", "apscheduler")
 _CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
 # Also invisible or reordering ones: C1, bidi overrides, zero-width, U+2028 (a line end).
 _HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
-
-
-def escape(text: str) -> str:
-    """``text`` with every control, format or separator character written as an escape."""
-    return "".join(
-        f"\\u{ord(char):04x}" if unicodedata.category(char) in _HIDDEN else char
-        for char in text.translate(_CONTROL)
-    )
 
 
 class _Formatter(logging.Formatter):
@@ -35,8 +25,12 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if not self._json:
-            # An API's error text with a newline or terminal escape must not forge lines.
-            return escape(super().format(record))
+            # An API's error text with a newline or terminal escape must not forge lines:
+            # every control, format or separator character is written as an escape.
+            return "".join(
+                f"\\u{ord(char):04x}" if unicodedata.category(char) in _HIDDEN else char
+                for char in super().format(record).translate(_CONTROL)
+            )
         entry = {
             "time": self.formatTime(record),
             "level": record.levelname,
@@ -52,7 +46,8 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter(as_json=log_format == "json"))
     logging.basicConfig(handlers=[handler], level=level, force=True)
-    for name in _CHATTY:
+    # Libraries whose INFO lines (one per request or job run) are noise; warnings still show.
+    for name in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Library warnings and the tracebacks of a bug in any thread go through the handler
     # too: they would otherwise be raw text in the middle of JSON.

@@ -100,8 +100,13 @@ class History:
         if x <= midnight(self.first, self.zone) or kind not in BASE_VOLUME:
             return 0
         ordinal = date_of(x, self.zone).toordinal()
-        prefix = self._prefix(key, kind, ordinal)
         i = ordinal - self.first
+        with self._lock:
+            prefix = self._prefixes[key, kind]
+            while len(prefix) < i + 2:
+                day = date.fromordinal(self.first + len(prefix) - 1)
+                for count in month_counts(self.seed, key, kind, day)[day.day - 1 :]:
+                    prefix.append(prefix[-1] + count)
         n = prefix[i + 1] - prefix[i]
         start, end = midnight(ordinal, self.zone), midnight(ordinal + 1, self.zone)
         # The events i with i + phase < (x - start) * n / (end - start): monotone in x.
@@ -124,15 +129,6 @@ class History:
                 counts[date.fromordinal(ordinal)] = after - before
             before = after
         return counts
-
-    def _prefix(self, key: str, kind: Kind, ordinal: int) -> array[int]:
-        with self._lock:
-            prefix = self._prefixes[key, kind]
-            while len(prefix) < ordinal - self.first + 2:
-                day = date.fromordinal(self.first + len(prefix) - 1)
-                for n in month_counts(self.seed, key, kind, day)[day.day - 1 :]:
-                    prefix.append(prefix[-1] + n)
-        return prefix
 
 
 class Refused(ValueError):
