@@ -13,7 +13,7 @@ from exporter import __version__, backfill, check, healthcheck
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps, shard_of
 from exporter.daemon import run
 from exporter.options import PROG, ArgumentParser, add_settings_arguments, settings_from
-from exporter.server import serve
+from exporter.server import Server
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _start_demo(settings: Settings) -> Settings:
     """Start the simulator in this process (its thread keeps it) and point the settings at it."""
-    server = serve(Simulator([DEMO_KEY], settings.timezone), "127.0.0.1:0")
+    server = Server(Simulator([DEMO_KEY], settings.timezone), "127.0.0.1:0")
     logging.getLogger(__name__).info(
         "demo: polling the built-in simulator of the ConnectyCube API at %s", server.url
     )

@@ -20,7 +20,7 @@ from exporter.config import AppConfig, ConfigError, Settings, env_name
 from exporter.exposition import Exposition
 from exporter.http import create_app
 from exporter.poller import Poller
-from exporter.server import Limits, raise_open_files_limit, serve
+from exporter.server import Limits, Server, raise_open_files_limit
 from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ async def run(
         address = settings.listen_address
         try:
             handler = create_app(exposition.render, lambda: poller.ready, web_config)
-            server = serve(handler, address, web_config.ssl_context, web_limits(settings))
+            server = Server(handler, address, web_config.ssl_context, web_limits(settings))
         except OSError as exc:
             setting = env_name("listen_address")
             log.error("%s: cannot listen on %s: %s", setting, address, exc.strerror or exc)

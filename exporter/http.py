@@ -4,19 +4,23 @@ that does routing, basic auth, content negotiation and gzip, testable without a 
 
 ``/metrics`` serves the exposition of the current snapshot and never calls the API. It
 runs on the server's loop; the one slow thing, a bcrypt check of credentials not seen
-before (a quarter of a second at cost 10), runs on ``BasicAuth``'s worker threads.
+before (a quarter of a second at cost 10), runs on worker threads, holding up no one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from html import escape
 
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.server import Request, Response
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.webconfig import WebConfig
 
 App = Callable[[Request], Awaitable[Response]]
 
@@ -38,10 +42,69 @@ LANDING_PAGE = """<!DOCTYPE html>
 # Probes must work without credentials; they reveal nothing.
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 
+# bcrypt checks run on this many threads; beyond this many waiting, a request gets 503
+# at once instead of queueing behind a flood of wrong passwords.
+BCRYPT_WORKERS = 4
+MAX_WAITING_CHECKS = 64
+# Failed logins per client address: a burst of this many, then one a second. A wrong
+# password beyond that is refused (429) without a bcrypt run, so a flood from one host
+# costs almost nothing; credentials that passed before are never held back.
+FAILED_LOGIN_BURST = 10
+FAILED_LOGINS_PER_SECOND = 1.0
+MAX_TRACKED_CLIENTS = 10_000
 NOT_CHECKED = {
     429: b"Too many failed logins from this address\n",
     503: b"Too many logins at once\n",
 }
+
+
+class PasswordChecks:
+    """Basic auth off the event loop: cached answers at once, bcrypt on worker threads,
+    failed logins counted in a token bucket per client address. For one event loop only.
+    """
+
+    def __init__(self, web: WebConfig) -> None:
+        self._web = web
+        # Its threads start only once a password needs checking.
+        self._pool = ThreadPoolExecutor(BCRYPT_WORKERS, thread_name_prefix="bcrypt")
+        self._failed: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
+        self.waiting = 0
+
+    async def status(self, header: str | None, client: str) -> int:
+        """200 if ``header`` lets the request in, 401 if not, or a status of NOT_CHECKED."""
+        quick = self._web.authorized_without_bcrypt(header)
+        if quick is not None:
+            return 200 if quick else 401
+        tokens = self._tokens(client)
+        if tokens < 1:
+            return 429
+        if self.waiting >= MAX_WAITING_CHECKS:
+            return 503
+        # The token is taken before bcrypt runs, so that a burst of concurrent wrong
+        # passwords cannot all be checked before the first of them is charged.
+        self._set_tokens(client, tokens - 1)
+        self.waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self._pool, self._web.authorized, header)
+        finally:
+            self.waiting -= 1
+        if ok:
+            self._set_tokens(client, self._tokens(client) + 1)  # a right password costs none
+            return 200
+        return 401
+
+    def _set_tokens(self, client: str, tokens: float) -> None:
+        self._failed[client] = (min(tokens, FAILED_LOGIN_BURST), time.monotonic())
+        self._failed.move_to_end(client)
+        if len(self._failed) > MAX_TRACKED_CLIENTS:
+            self._failed.popitem(last=False)
+
+    def _tokens(self, client: str) -> float:
+        """How many more failed logins of ``client`` may be checked now."""
+        now = time.monotonic()
+        tokens, when = self._failed.get(client, (FAILED_LOGIN_BURST, now))
+        return min(FAILED_LOGIN_BURST, tokens + (now - when) * FAILED_LOGINS_PER_SECOND)
 
 
 def create_app(
@@ -57,7 +120,7 @@ def create_app(
     """
     web = web_config or WebConfig(None, {}, ())
     landing = LANDING_PAGE.format(version=escape(__version__)).encode()
-    auth = BasicAuth(web.users)
+    checks = PasswordChecks(web) if web.users else None
 
     def answer(status: int, headers: Sequence[tuple[str, str]], body: bytes) -> Response:
         return Response(status, (*headers, *web.headers), body)
@@ -88,8 +151,8 @@ def create_app(
 
     async def app(request: Request) -> Response:
         path = request.path
-        if path not in OPEN_PATHS:
-            status = await auth.status(request.headers.get("authorization"), request.client)
+        if checks is not None and path not in OPEN_PATHS:
+            status = await checks.status(request.headers.get("authorization"), request.client)
             if status == 401:
                 return answer(401, (*_TEXT, _CHALLENGE), b"Unauthorized\n")
             if status != 200:

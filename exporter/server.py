@@ -220,9 +220,6 @@ class Server:
             self._reported = now
 
 
-serve = Server  # start serving
-
-
 class _Connection(asyncio.BufferedProtocol):
     """One client connection: TLS if any, then request heads and answers, under deadlines."""
 
@@ -283,7 +280,7 @@ class _Connection(asyncio.BufferedProtocol):
             log.debug("%s: connection lost: %s", self.peer, _reason(exc))
         self._end()
         if self.task is not None:
-            self.task.cancel()  # e.g. its wait for a bcrypt check
+            self.task.cancel()  # e.g. a bcrypt check nobody waits for any more
 
     def pause_writing(self) -> None:
         self.paused = True

@@ -115,6 +115,8 @@ def describe_validation_error(
             loc, message = loc[:-1], f"each key must be {wanted}"
         elif item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["type"] == "model_type":  # not "... or instance of _ConfigFile", a class name
+            message = "Input should be a valid dictionary"
         place = where(loc)
         clauses.append(f"{place}: {message}" if place else message)
     return "; ".join(clauses)

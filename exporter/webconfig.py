@@ -3,7 +3,7 @@
 ``load_web_config`` reads every official exporter's ``--web.config.file`` once, at start-up,
 into a ``WebConfig``: an ``ssl.SSLContext``, the basic auth users' bcrypt hashes and the
 response headers. A problem is a one-line ``WebConfigError`` naming the file, never a password
-hash or a private key. ``BasicAuth`` checks requests against the users on an event loop.
+hash or a private key.
 
 Where OpenSSL cannot do what Go does, the closest safe choice is made: ``RequestClientCert``
 asks for no certificate (Go never checks it); ``RequireAnyClientCert`` (``RequireClientCert``)
@@ -16,20 +16,20 @@ missing certificate or key, and ``:`` in user names.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
 import re
 import ssl
 import tempfile
-import time
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import bcrypt
@@ -54,7 +54,7 @@ _CLIENT_AUTH = {
 }
 # Go's tls.CipherSuites(), by their OpenSSL names (openssl ciphers -stdname); those of TLS 1.3
 # (None) are not configurable, in Go as in Python's ssl: always all three.
-_CIPHERS = {
+_CIPHERS: dict[str, str | None] = {
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
     "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
     "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
@@ -99,113 +99,7 @@ class WebConfigError(Exception):
     """The web configuration file is unusable; the message is one line naming the file."""
 
 
-@dataclass(frozen=True)
-class WebConfig:
-    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file."""
-
-    ssl_context: ssl.SSLContext | None
-    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
-    headers: tuple[tuple[str, str], ...]
-
-
 # --- basic auth --------------------------------------------------------------------------
-
-# bcrypt checks run on this many threads; beyond this many waiting, a request gets 503
-# at once instead of queueing behind a flood of wrong passwords.
-BCRYPT_WORKERS = 4
-MAX_WAITING_CHECKS = 64
-# Failed logins per client address: a burst of this many, then one a second. A wrong
-# password beyond that is refused (429) without a bcrypt run, so a flood from one host
-# costs almost nothing; credentials that passed before are never held back.
-FAILED_LOGIN_BURST = 10
-FAILED_LOGINS_PER_SECOND = 1.0
-MAX_TRACKED_CLIENTS = 10_000
-
-
-class BasicAuth:
-    """The users' basic auth on one event loop, which it never blocks: cached successes at
-    once, bcrypt on worker threads, failed logins counted in a token bucket per client.
-
-    It keeps one task per credentials, least recently used first: a check under way, which
-    callers with the same credentials wait for (50 clients starting at once cost one hash),
-    or a success. A failure is forgotten at once: a flood of wrong passwords never evicts
-    the real scrapers.
-    """
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        self._users = dict(users)  # a copy: the users checked are those loaded
-        # Unknown users are checked against a hash of the highest cost in use, so that they
-        # take as long as a real user; the filler makes a hash that no password matches.
-        costs = [int(m[1]) for hashed in users.values() if (m := _BCRYPT_HASH.fullmatch(hashed))]
-        self._dummy = bcrypt.gensalt(rounds=max(costs, default=10)) + b"." * 31
-        # Its threads start only once a password needs checking.
-        self._pool = ThreadPoolExecutor(BCRYPT_WORKERS, thread_name_prefix="bcrypt")
-        # By a digest: a lookup's timing says nothing of the password.
-        self._checks: OrderedDict[bytes, asyncio.Task[bool]] = OrderedDict()
-        self._failed: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
-        self._waiting = 0
-
-    async def status(self, header: str | None, client: str = "") -> int:
-        """200 if an ``Authorization`` header lets the request in (always, without users),
-        401 if not; unchecked, 429 (too many failed logins of ``client``) or 503 (too many
-        checks waiting)."""
-        if not self._users:
-            return 200
-        credentials = _parse_basic(header)
-        if credentials is None:
-            return 401
-        # A digest keeps no password in memory; repr keeps ("a:b", "c") and ("a", "b:c") apart.
-        key = hashlib.sha256(repr(credentials).encode()).digest()
-        check = self._checks.get(key)
-        if check is not None and check.done():  # a success
-            self._checks.move_to_end(key)
-            return 200
-        tokens = self._tokens(client)
-        if tokens < 1:
-            return 429
-        if self._waiting >= MAX_WAITING_CHECKS:
-            return 503
-        # The token is taken before bcrypt runs, so that a burst of concurrent wrong
-        # passwords cannot all be checked before the first of them is charged.
-        self._set_tokens(client, tokens - 1)
-        if check is None:
-            check = self._checks[key] = asyncio.create_task(self._check(key, *credentials))
-        self._checks.move_to_end(key)
-        self._waiting += 1
-        try:  # shielded: a client that goes away stops waiting, not the others' check
-            ok = await asyncio.shield(check)
-        finally:
-            self._waiting -= 1
-        if not ok:
-            return 401
-        self._set_tokens(client, self._tokens(client) + 1)  # a right password costs none
-        return 200
-
-    async def _check(self, key: bytes, user: str, password: bytes) -> bool:
-        hashed = self._users.get(user)  # an unknown user spends the same time, then is refused
-        loop = asyncio.get_running_loop()
-        ok = False
-        try:
-            checked = loop.run_in_executor(self._pool, _checkpw, password, hashed or self._dummy)
-            ok = (await checked) and hashed is not None
-        finally:
-            if not ok:
-                self._checks.pop(key, None)
-            elif len(self._checks) > PASSWORD_CACHE_SIZE:
-                self._checks.popitem(last=False)
-        return ok
-
-    def _set_tokens(self, client: str, tokens: float) -> None:
-        self._failed[client] = (min(tokens, FAILED_LOGIN_BURST), time.monotonic())
-        self._failed.move_to_end(client)
-        if len(self._failed) > MAX_TRACKED_CLIENTS:
-            self._failed.popitem(last=False)
-
-    def _tokens(self, client: str) -> float:
-        """How many more failed logins of ``client`` may be checked now."""
-        now = time.monotonic()
-        tokens, when = self._failed.get(client, (FAILED_LOGIN_BURST, now))
-        return min(FAILED_LOGIN_BURST, tokens + (now - when) * FAILED_LOGINS_PER_SECOND)
 
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
@@ -229,6 +123,92 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return bool(bcrypt.checkpw(password, hashed))
     except ValueError:  # e.g. a NUL byte in it
         return False
+
+
+def _key(user: str, password: bytes) -> bytes:
+    # A digest keeps no password in memory; repr keeps ("a:b", "c") and ("a", "b:c") apart.
+    return hashlib.sha256(repr((user, password)).encode()).digest()
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the web configuration file asks for; ``WebConfig(None, {}, ())`` is no file.
+
+    Basic auth keeps one future per credentials, least recently used first: a check under
+    way, which callers with the same credentials wait for (50 clients starting at once cost
+    one hash), or a success. A failure is forgotten at once: a flood of wrong passwords never
+    evicts the real scrapers.
+    """
+
+    ssl_context: ssl.SSLContext | None
+    users: Mapping[str, bytes] = field(repr=False)  # hashes stay out of logs and tracebacks
+    headers: tuple[tuple[str, str], ...]
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _checks: OrderedDict[bytes, Future[bool]] = field(
+        default_factory=OrderedDict, init=False, repr=False, compare=False
+    )
+    _dummy: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A read-only copy: the users checked are those loaded, whatever the caller does later.
+        users = MappingProxyType(dict(self.users))
+        object.__setattr__(self, "users", users)
+        # Unknown users are checked against a hash of the highest cost in use, so that they
+        # take as long as a real user; the filler makes a hash that no password matches.
+        costs = [int(m[1]) for hashed in users.values() if (m := _BCRYPT_HASH.fullmatch(hashed))]
+        dummy = bcrypt.gensalt(rounds=max(costs, default=10)) + b"." * 31
+        object.__setattr__(self, "_dummy", dummy)
+
+    def authorized(self, authorization_header: str | None) -> bool:
+        """Whether an ``Authorization`` header lets the request in (always, without users).
+        Thread-safe, never raises; only the first success of given credentials pays bcrypt."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        return credentials is not None and self._check(*credentials)
+
+    def authorized_without_bcrypt(self, authorization_header: str | None) -> bool | None:
+        """``authorized``'s answer if it costs no bcrypt run (never blocks), else None: for a
+        first check, a wrong password or an unknown user, which each take bcrypt's time."""
+        if not self.users:
+            return True
+        credentials = _parse_basic(authorization_header)
+        if credentials is None:
+            return False
+        key = _key(*credentials)
+        with self._lock:  # a lookup by a digest: its timing says nothing of the password
+            check = self._checks.get(key)
+            if check is None or not check.done():
+                return None
+            self._checks.move_to_end(key)
+            return True
+
+    def _check(self, user: str, password: bytes) -> bool:
+        hashed = self.users.get(user)
+        if hashed is None:
+            _checkpw(password, self._dummy)  # spend the same time, then refuse
+            return False
+        key = _key(user, password)
+        with self._lock:
+            check = self._checks.get(key)
+            leader = check is None
+            if check is None:
+                check = self._checks[key] = Future()
+            self._checks.move_to_end(key)
+        if leader:
+            ok = False
+            try:
+                ok = _checkpw(password, hashed)
+            finally:
+                with self._lock:
+                    if not ok:
+                        self._checks.pop(key, None)
+                    elif len(self._checks) > PASSWORD_CACHE_SIZE:
+                        self._checks.popitem(last=False)
+                check.set_result(ok)
+        return check.result()
 
 
 # --- the file ----------------------------------------------------------------------------
@@ -314,9 +294,10 @@ def _check(tls: _TLSServerConfig) -> None:
     for inline in ("cert", "key", "client_ca"):
         if getattr(tls, inline) is not None and getattr(tls, inline + "_file") is not None:
             raise _tls_problem(f"give {inline} or {inline}_file, not both")
-    for inline in ("cert", "key"):
-        if getattr(tls, inline) is None and getattr(tls, inline + "_file") is None:
-            raise _tls_problem(f"{inline}_file (or {inline}) is required")
+    if tls.cert is None and tls.cert_file is None:
+        raise _tls_problem("cert_file (or cert) is required")
+    if tls.key is None and tls.key_file is None:
+        raise _tls_problem("key_file (or key) is required")
     if tls.client_allowed_sans is not None:
         raise _tls_problem(_NOT_SUPPORTED, "client_allowed_sans")
     auth_type = tls.client_auth_type or "NoClientCert"
@@ -364,15 +345,17 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
     for name in tls.cipher_suites or []:
         if name not in _CIPHERS:
             raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
-    ciphers = ":".join(filter(None, (_CIPHERS[name] for name in tls.cipher_suites or [])))
+    ciphers = [cipher for name in tls.cipher_suites or [] if (cipher := _CIPHERS[name])]
     if ciphers:
         try:
-            context.set_ciphers(ciphers)
+            context.set_ciphers(":".join(ciphers))
         except ssl.SSLError:
             problem = "none of these is available in OpenSSL"
             raise _tls_problem(problem, "cipher_suites") from None
-    if tls.prefer_server_cipher_suites is False:  # the default, as in the toolkit, is true
+    if tls.prefer_server_cipher_suites is False:  # the toolkit's default is true
         context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     for name in tls.curve_preferences or []:
         if name not in _CURVES:
             problem = f"unknown curve {name!r} (expected {', '.join(_CURVES)})"

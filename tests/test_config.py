@@ -192,6 +192,7 @@ def test_config_file_lists_several_apps(monkeypatch: pytest.MonkeyPatch, clean_e
         ("apps: [name: prod\n", "invalid YAML at line"),
         ("apps: []\n", "apps: List should have at least 1 item"),
         ("[]\n", "Input should be a valid dictionary"),
+        ("apps:\n  - 5\n", "apps[0]: Input should be a valid dictionary"),
         ("apps:\n  - name: a\n", "apps[0] (a): an API key is required"),
         (
             "apps:\n  - name: a\n    api_key: k\n    dialog_type: [1]\n",
@@ -215,6 +216,7 @@ def test_bad_config_file_names_the_place(
     message = config_error(monkeypatch, {"CONNECTYCUBE_CONFIG_FILE": str(config)})
     assert message.startswith(f"CONNECTYCUBE_CONFIG_FILE ({config})")
     assert expected in message
+    assert "instance of" not in message  # never a class name of ours
 
 
 def test_missing_config_file(monkeypatch: pytest.MonkeyPatch) -> None:

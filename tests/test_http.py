@@ -13,7 +13,7 @@ import bcrypt
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter import webconfig
+from exporter import http as http_module
 from exporter.exposition import Exposition
 from exporter.http import App, create_app
 from exporter.server import Request, Response
@@ -214,7 +214,7 @@ def test_a_burst_of_wrong_passwords_runs_bcrypt_no_more_than_the_bucket_holds(
 
     monkeypatch.setattr(bcrypt, "checkpw", counting)
     app = locked_app()
-    burst = 3 * webconfig.FAILED_LOGIN_BURST
+    burst = 3 * http_module.FAILED_LOGIN_BURST
 
     async def flood() -> list[int]:
         wrong = [{"authorization": basic("prometheus", f"wrong-{n}")} for n in range(burst)]
@@ -222,9 +222,9 @@ def test_a_burst_of_wrong_passwords_runs_bcrypt_no_more_than_the_bucket_holds(
         return [answer.status for answer in await asyncio.gather(*requests)]
 
     statuses = asyncio.run(flood())
-    assert statuses.count(401) == webconfig.FAILED_LOGIN_BURST
-    assert statuses.count(429) == burst - webconfig.FAILED_LOGIN_BURST
-    assert len(checked) == webconfig.FAILED_LOGIN_BURST
+    assert statuses.count(401) == http_module.FAILED_LOGIN_BURST
+    assert statuses.count(429) == burst - http_module.FAILED_LOGIN_BURST
+    assert len(checked) == http_module.FAILED_LOGIN_BURST
 
 
 def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,7 +235,7 @@ def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> Non
         return real(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", slow)
-    monkeypatch.setattr(webconfig, "MAX_WAITING_CHECKS", 2)
+    monkeypatch.setattr(http_module, "MAX_WAITING_CHECKS", 2)
     app = locked_app()
 
     async def flood() -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import select
 import socket
 import ssl
@@ -24,10 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 
-from exporter.server import Limits, Request, Response, Server, serve
+from exporter import daemon
+from exporter.config import load_settings
+from exporter.server import Limits, Request, Response, Server
+from exporter.server import raise_open_files_limit as raise_own
 from tests.conftest import SECRET_KEY
 from tests.pki import PKI
 from tests.processes import Exporter, start_exporter, wait_until
@@ -50,7 +55,7 @@ async def hello(request: Request) -> Response:
 def running(
     limits: Limits = SHORT, context: ssl.SSLContext | None = None, address: str = "127.0.0.1:0"
 ) -> Iterator[Server]:
-    server = serve(hello, address, context, limits)
+    server = Server(hello, address, context, limits)
     try:
         yield server
     finally:
@@ -360,7 +365,7 @@ def test_query_and_escapes_and_absolute_targets() -> None:
 
 def test_ipv6() -> None:
     try:
-        server = serve(hello, "[::1]:0", None, SHORT)
+        server = Server(hello, "[::1]:0", None, SHORT)
     except OSError:
         pytest.skip("no IPv6 loopback here")
     try:
@@ -375,11 +380,11 @@ def test_a_port_in_use_raises_at_once() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         with pytest.raises(OSError, match="in use"):
-            serve(hello, f"127.0.0.1:{taken.getsockname()[1]}")
+            Server(hello, f"127.0.0.1:{taken.getsockname()[1]}")
 
 
 def test_stop_closes_every_connection_and_the_thread() -> None:
-    server = serve(hello, "127.0.0.1:0", None, Limits(header_timeout=30))
+    server = Server(hello, "127.0.0.1:0", None, Limits(header_timeout=30))
     held = [connect(server) for _ in range(5)]
     wait_until(lambda: sum(server.connections().values()) == 5, 5, "5 connections")
     started = time.monotonic()
@@ -627,8 +632,6 @@ def test_https_scrapes_get_through_a_thousand_silent_handshakes(
 ) -> None:
     """TLS with client certificates and basic auth; 1,000 clients that never send their
     ClientHello, and 300 that complete the handshake and then trickle a request head."""
-    import bcrypt
-
     password = "scrape-me"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     config = tmp_path / "web.yml"
@@ -669,9 +672,6 @@ def test_https_scrapes_get_through_a_thousand_silent_handshakes(
 def test_the_connection_cap_fits_the_open_files_allowed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from exporter import daemon
-    from exporter.config import load_settings
-
     settings = load_settings({"api_key": SECRET_KEY, "max_concurrent_requests": "64"})
     monkeypatch.setattr(daemon, "raise_open_files_limit", lambda: 100_000)
     limits = daemon.web_limits(settings)
@@ -684,10 +684,6 @@ def test_the_connection_cap_fits_the_open_files_allowed(
 
 
 def test_raising_the_open_files_limit() -> None:
-    import resource
-
-    from exporter.server import raise_open_files_limit as raise_own
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 512, hard), hard))
