@@ -19,13 +19,15 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from itertools import groupby
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from exporter import api, options
+from exporter import api, options, remote_write
 from exporter.client import APIError, StatsClient, limits_from, open_http
-from exporter.collector import COUNTS
+from exporter.collector import COUNTS, Family
 from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
 from exporter.exposition import header, series
 
@@ -33,6 +35,7 @@ COMMAND = f"{options.PROG} backfill"
 WINDOW_DAYS = api.PAGE_DAYS - 2  # a window and the day either side fit a page (StatsClient.days)
 EARLIEST_SINCE = date(1970, 1, 3)  # the day before --since is fetched too, and after the epoch
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP token
 OWN_LABELS = frozenset({"app", "dialog_type"})
 STDOUT = "-"
 
@@ -96,12 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=day,
         help="last day, included (default: yesterday; today is not over yet)",
     )
-    group.add_argument(
+    where = group.add_mutually_exclusive_group(required=True)
+    where.add_argument(
         "--output",
         "-o",
-        required=True,
         metavar="FILE",
         help="OpenMetrics file to write ('-' for stdout); replaced only when complete",
+    )
+    where.add_argument(
+        "--remote-write-url",
+        metavar="URL",
+        help="send the history to this Prometheus remote-write endpoint instead (Prometheus "
+        "with --web.enable-remote-write-receiver and an out_of_order_time_window covering "
+        "the days, Mimir, Thanos Receive, VictoriaMetrics, Grafana Cloud)",
     )
     group.add_argument(
         "--label",
@@ -128,8 +138,94 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail, writing nothing, when the per-day counts and the totals disagree "
         "(default: warn and write)",
     )
+    add_remote_write_arguments(parser.add_argument_group("remote write (with --remote-write-url)"))
     options.add_settings_arguments(parser.add_argument_group("settings (as for the daemon)"))
     return parser
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``NAME=VALUE``: an extra HTTP header for the remote-write endpoint."""
+    name, equals, value = text.partition("=")
+    if not equals or not HEADER_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not NAME=VALUE with a header name")
+    if name.lower() in {key.lower() for key in remote_write.PROTOCOL_HEADERS}:
+        raise argparse.ArgumentTypeError(f"header {name} is set by the remote-write protocol")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise argparse.ArgumentTypeError(f"header {name}: control characters in its value")
+    return name, value
+
+
+def add_remote_write_arguments(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--remote-write-username", metavar="NAME", help="basic auth user name")
+    group.add_argument(
+        "--remote-write-password-file", metavar="FILE", help="basic auth password, from a file"
+    )
+    group.add_argument(
+        "--remote-write-bearer-token-file", metavar="FILE", help="bearer token, from a file"
+    )
+    group.add_argument(
+        "--remote-write-ca-file", metavar="FILE", help="CA certificates to verify the endpoint"
+    )
+    group.add_argument("--remote-write-cert-file", metavar="FILE", help="client certificate")
+    group.add_argument("--remote-write-key-file", metavar="FILE", help="client certificate key")
+    group.add_argument(
+        "--remote-write-header",
+        type=parse_header,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra HTTP header, repeatable (for example X-Scope-OrgID=TENANT)",
+    )
+
+
+def make_endpoint(args: argparse.Namespace) -> remote_write.Endpoint | None:
+    """The remote-write endpoint the arguments describe, credentials read; None without
+    --remote-write-url. Raises ValueError for what does not fit together."""
+    given = [name for name, value in vars(args).items() if name.startswith("remote_write_")]
+    given = [name for name in given if getattr(args, name) and name != "remote_write_url"]
+    if args.remote_write_url is None:
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ValueError(f"argument {flag}: needs --remote-write-url")
+        return None
+    url = urlsplit(args.remote_write_url)
+    checks = [
+        (url.scheme not in ("http", "https") or not url.hostname, "is not an http(s) URL"),
+        (
+            args.remote_write_username is None and bool(args.remote_write_password_file),
+            "--remote-write-password-file needs --remote-write-username",
+        ),
+        (
+            args.remote_write_username is not None and not args.remote_write_password_file,
+            "--remote-write-username needs --remote-write-password-file",
+        ),
+        (
+            bool(args.remote_write_username and args.remote_write_bearer_token_file),
+            "give basic auth or a bearer token, not both",
+        ),
+        (
+            bool(args.remote_write_key_file) != bool(args.remote_write_cert_file),
+            "--remote-write-cert-file and --remote-write-key-file go together",
+        ),
+    ]
+    problems = [message for failed, message in checks if failed]
+    if problems:
+        raise ValueError(f"argument --remote-write-url: {problems[0]}")
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = getattr(args, f"remote_write_{name}")
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"--remote-write-{name.replace('_', '-')} {path}: cannot read")
+    password, token = args.remote_write_password_file, args.remote_write_bearer_token_file
+    return remote_write.Endpoint(
+        url=args.remote_write_url,
+        headers=tuple(args.remote_write_header),
+        username=args.remote_write_username,
+        password=password and remote_write.read_secret(password, "--remote-write-password-file"),
+        bearer_token=token and remote_write.read_secret(token, "--remote-write-bearer-token-file"),
+        ca_file=args.remote_write_ca_file,
+        cert_file=args.remote_write_cert_file,
+        key_file=args.remote_write_key_file,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +234,7 @@ class Plan:
 
     first: date
     last: date
-    output: str
+    output: str | None  # None: --remote-write-url
     labels: tuple[tuple[str, str], ...]
     concurrency: int
     strict: bool = False
@@ -358,33 +454,100 @@ def _windows(first: date, last: date) -> list[tuple[date, date]]:
     return [(start, min(start + timedelta(WINDOW_DAYS - 1), last)) for start in starts]
 
 
+@dataclass(frozen=True)
+class HistorySeries:
+    """One series of the history: a family, its label values, a value for each day."""
+
+    family: Family
+    names: tuple[str, ...]  # the values of ``family.labels``
+    values: tuple[int, ...]
+
+
+def history_series(histories: Sequence[AppHistory], days: Sequence[date]) -> list[HistorySeries]:
+    """The daemon's own count families, so that live and backfilled series join; each
+    family's series together, a quiet day an explicit 0. What the file and remote write
+    both send."""
+    found = []
+    for count in COUNTS:
+        typed = "dialog_type" in count.family.labels
+        for history in histories:
+            app = history.app
+            for kind in app.dialog_types if typed else (api.MESSAGES,):
+                if count.days_ago is None:
+                    values = tuple(history.totals[kind][day] for day in days)
+                else:
+                    ago = timedelta(count.days_ago)
+                    values = tuple(history.counts[kind].get(day - ago, 0) for day in days)
+                names = (app.name, app.type_name(int(kind))) if typed else (app.name,)
+                found.append(HistorySeries(count.family, names, values))
+    return found
+
+
+def day_stamps(days: Sequence[date], zone: ZoneInfo) -> list[int]:
+    """Unix time of the last second of each day in ``zone``."""
+    return [api.day_bounds(day, zone)[1] - 1 for day in days]
+
+
 def render(
     histories: Sequence[AppHistory],
     days: Sequence[date],
     zone: ZoneInfo,
     labels: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, int]:
-    """The OpenMetrics text and its number of samples: the daemon's own families, so that
-    live and backfilled series join; each family contiguous, each series in time order (as
-    promtool needs), a quiet day an explicit 0."""
-    stamps = [api.day_bounds(day, zone)[1] - 1 for day in days]
+    """The OpenMetrics text and its number of samples: each family contiguous, each series
+    in time order (as promtool needs)."""
+    stamps = day_stamps(days, zone)
     lines: list[str] = []
-    for count in COUNTS:
-        family = count.family
+    samples = 0
+    for family, group in groupby(history_series(histories, days), key=lambda s: s.family):
         lines.append(header(family, openmetrics=True).decode().rstrip("\n"))
-        typed = "dialog_type" in family.labels
-        for history in histories:
-            app = history.app
-            for kind in app.dialog_types if typed else (api.MESSAGES,):
-                names = (app.name, app.type_name(int(kind))) if typed else (app.name,)
-                prefix = series(family, names, labels)
-                for day, stamp in zip(days, stamps, strict=True):
-                    if count.days_ago is None:
-                        value = history.totals[kind][day]
-                    else:
-                        value = history.counts[kind].get(day - timedelta(count.days_ago), 0)
-                    lines.append(f"{prefix} {value} {stamp}")
-    return "\n".join([*lines, "# EOF\n"]), len(lines) - len(COUNTS)
+        for one in group:
+            prefix = series(family, one.names, labels)
+            lines += [f"{prefix} {v} {t}" for v, t in zip(one.values, stamps, strict=True)]
+            samples += len(stamps)
+    return "\n".join([*lines, "# EOF\n"]), samples
+
+
+def send_history(
+    endpoint: remote_write.Endpoint,
+    histories: Sequence[AppHistory],
+    days: Sequence[date],
+    zone: ZoneInfo,
+    labels: Sequence[tuple[str, str]] = (),
+) -> int:
+    """Send the history to ``endpoint``, the earliest days first; the number of samples.
+    Raises ``options.Failure`` saying how many days are in when a batch is refused."""
+    found = history_series(histories, days)
+    to_send = [
+        (
+            (
+                ("__name__", one.family.name),
+                *zip(one.family.labels, one.names, strict=True),
+                *labels,
+            ),
+            one.values,
+        )
+        for one in found
+    ]
+    done = 0
+
+    def sent(batch: remote_write.Batch) -> None:
+        nonlocal done
+        done = batch.moments_done
+
+    def failure(code: int, what: str) -> options.Failure:
+        return options.Failure(
+            code, f"{what}; {done} of {len(days)} days written to {endpoint.shown}"
+        )
+
+    try:
+        remote_write.send(endpoint, remote_write.batches(to_send, day_stamps(days, zone)), sent)
+    except remote_write.RemoteWriteError as exc:
+        raise failure(1, f"failed: remote write: {exc}") from None
+    except options.Interrupted as stop:
+        [signum] = stop.args
+        raise failure(128 + signum, f"stopped by {signum.name}") from None
+    return len(found) * len(days)
 
 
 def main(argv: list[str]) -> int:
@@ -398,7 +561,8 @@ def _run(args: argparse.Namespace) -> int:
     apps = select_apps(load_apps(settings), args.only_app)
     try:
         plan = make_plan(args, api.local_day(time.time(), settings.zone))
-        output = Output(plan.output)
+        endpoint = make_endpoint(args)
+        output = None if endpoint else Output(plan.output or STDOUT)
     except (ValueError, OSError) as exc:
         raise options.Failure(2, f"error: {exc}") from None
     try:
@@ -407,15 +571,24 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"{COMMAND}: warning: {warning}; writing anyway (--strict fails)", file=sys.stderr
             )
-        text, samples = render(fetcher.histories, plan.days, settings.zone, plan.labels)
-        output.commit(text)
+        histories, zone = fetcher.histories, settings.zone
+        if output is not None:
+            text, samples = render(histories, plan.days, zone, plan.labels)
+            output.commit(text)
+            where = str(output.path or "stdout")
+        else:
+            assert endpoint is not None
+            samples = send_history(endpoint, histories, plan.days, zone, plan.labels)
+            where = endpoint.shown
+    except options.Failure:
+        raise
     except OSError as exc:
         raise options.Failure(1, f"failed: {exc}") from None
     except Exception as exc:  # else a bug or an answer nobody foresaw: one line, no traceback
         reason = exc if isinstance(exc, BackfillError) else f"unexpected {type(exc).__name__}"
         raise options.Failure(1, f"failed, nothing written: {reason}") from None
     print(
-        f"{COMMAND}: wrote {output.path or 'stdout'}: {len(plan.days)} days ({plan.first} to "
+        f"{COMMAND}: wrote {where}: {len(plan.days)} days ({plan.first} to "
         f"{plan.last}, {settings.zone.key}), {samples} samples, {len(apps)} app(s), "
         f"{fetcher.client.requests} API requests, in {time.monotonic() - started:.1f}s",
         file=sys.stderr,
