@@ -109,6 +109,15 @@ class Endpoint:
         port = f":{parts.port}" if parts.port else ""
         return f"{parts.scheme}://{host}{port}{parts.path}"
 
+    def redact(self, text: str) -> str:
+        """``text`` without the URL's credentials and query, the password or the token (an
+        endpoint or proxy may echo them)."""
+        text = text.replace(self.url, self.shown)
+        for secret in (self.password, self.bearer_token, urlsplit(self.url).password):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
     def client(self) -> httpx.Client:
         verify: ssl.SSLContext | bool = True
         if self.ca_file or self.cert_file:
@@ -220,9 +229,11 @@ def send(
                     problem = _message(response)
                     retried = response.status_code == 429 or response.status_code >= 500
                     if not retried:
-                        raise RemoteWriteError(problem)
+                        raise RemoteWriteError(endpoint.redact(problem))
                     wait = _retry_after(response) or wait
                 if attempt == ATTEMPTS:
-                    raise RemoteWriteError(f"{problem} (after {ATTEMPTS} attempts)")
+                    raise RemoteWriteError(
+                        endpoint.redact(f"{problem} (after {ATTEMPTS} attempts)")
+                    )
                 sleep(wait)
             on_batch(batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 
 from exporter.remote_write import Batch, batches, write_request
 from tests.conftest import require_tool
+from tests.pki import PKI
 from tests.prometheus_server import PrometheusServer, free_port
 from tests.simulator import Simulator, start_simulator
 from tests.test_backfill import (
@@ -178,7 +180,9 @@ def test_every_day_reaches_prometheus_exactly_and_again(
 class Endpoint:
     """A remote-write endpoint that answers a script of (status, headers, body), then 204."""
 
-    def __init__(self, script: list[tuple[int, dict[str, str], str]]) -> None:
+    def __init__(
+        self, script: list[tuple[int, dict[str, str], str]], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.script = list(script)
         self.requests: list[tuple[float, dict[str, str], bytes]] = []
         owner = self
@@ -199,7 +203,10 @@ class Endpoint:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/push"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/api/v1/push"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -212,8 +219,10 @@ class Endpoint:
 def endpoint() -> Iterator[type[Endpoint]]:
     started: list[Endpoint] = []
 
-    def start(script: list[tuple[int, dict[str, str], str]]) -> Endpoint:
-        started.append(Endpoint(script))
+    def start(
+        script: list[tuple[int, dict[str, str], str]], tls: ssl.SSLContext | None = None
+    ) -> Endpoint:
+        started.append(Endpoint(script, tls))
         return started[-1]
 
     yield start  # type: ignore[misc]
@@ -288,7 +297,7 @@ def test_a_bearer_token_is_sent_and_never_shown(
     simulated: tuple[Simulator, str], endpoint: Any, tmp_path: Path
 ) -> None:
     _, url = simulated
-    refusing = endpoint([(401, {}, "bad token")])
+    refusing = endpoint([(401, {}, f"bad token: {TOKEN}")])  # a proxy may echo it
     (tmp_path / "token").write_text(TOKEN)
     result = backfill_to(
         url,
@@ -298,7 +307,7 @@ def test_a_bearer_token_is_sent_and_never_shown(
         str(tmp_path / "token"),
     )
     assert result.returncode == 1
-    assert "HTTP 401: bad token; 0 of 3 days written" in one_line(result.stderr)
+    assert "HTTP 401: bad token: ***; 0 of 3 days written" in one_line(result.stderr)
     assert TOKEN not in result.stderr + result.stdout
     [(_, headers, _)] = refusing.requests
     assert headers["Authorization"] == f"Bearer {TOKEN}"
@@ -315,6 +324,29 @@ def test_an_unreachable_endpoint_fails_in_one_line(simulated: tuple[Simulator, s
     assert "(after 5 attempts); 0 of 3 days written to http://127.0.0.1:" in line
     assert PASSWORD not in line
     assert TOKEN not in line
+
+
+@pytest.mark.slow
+def test_tls_with_a_client_certificate(
+    simulated: tuple[Simulator, str], endpoint: Any, pki: PKI
+) -> None:
+    """An endpoint of a private CA that wants a client certificate: given, it is in."""
+    _, url = simulated
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca))
+    tls.load_cert_chain(pki.server_cert, pki.server_key)
+    tls.verify_mode = ssl.CERT_REQUIRED
+    secure = endpoint([], tls)
+    since = local_today(ZONE) - timedelta(3)
+    ca = ["--remote-write-ca-file", str(pki.ca)]
+    client = ["--remote-write-cert-file", str(pki.client_cert)]
+    client += ["--remote-write-key-file", str(pki.client_key)]
+    result = backfill_to(url, secure.url, since, *ca, *client)
+    assert result.returncode == 0, result.stderr
+    assert len(secure.requests) == 1
+    unknown_ca = backfill_to(url, secure.url, since, *client)  # the system's CAs only
+    assert unknown_ca.returncode == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in one_line(unknown_ca.stderr)
+    assert len(secure.requests) == 1
 
 
 @pytest.mark.parametrize(
