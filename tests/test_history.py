@@ -295,8 +295,7 @@ def faketime_library() -> Path:
     """libfaketime, which moves the exporter's clock (Debian's path, as CI installs it)."""
     require_tool("faketime")
     found = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
-    if not found:
-        pytest.skip("libfaketime.so.1 not found under /usr/lib")
+    assert found, "faketime is installed, but not its libfaketime.so.1 under /usr/lib/*/faketime"
     return found[0]
 
 
