@@ -98,6 +98,25 @@ def substitute(expr: str, **values: str) -> str:
     return VARIABLE.sub(value, expr)
 
 
+def per_day_exprs() -> set[str]:
+    """The queries of the per-day bars: range queries with a step of a day."""
+    return {
+        target["expr"]
+        for panel in panels()
+        for target in panel.get("targets", [])
+        if target.get("range") and target.get("interval") == "1d"
+    }
+
+
+def grafana_time(expr: str) -> float | None:
+    """When Grafana evaluates ``expr`` last: now, or for a per-day panel the step (a day)
+    that starts today, counted from midnight in the dashboard's time zone (UTC)."""
+    if expr not in per_day_exprs():
+        return None
+    assert dashboard()["timezone"] == "utc"
+    return time.time() // 86400 * 86400
+
+
 # Queries of the chat counts: each app's count must be taken once, however many exporters
 # export it at once (a rollout, a restart, two jobs).
 COUNT_METRICS = re.compile(r"\bconnectycube_(messages|dialogs)_\w+")
@@ -288,7 +307,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 @pytest.mark.parametrize("expr", [pytest.param(expr, id=title) for title, expr in queries()])
 def test_query_returns_series(prometheus: PrometheusServer, expr: str) -> None:
     promql = substitute(expr)
-    result = prometheus.query(promql)
+    result = prometheus.query(promql, at=grafana_time(expr))
     assert result, f"no series for {promql}"
     for series in result:
         assert not math.isnan(float(series["value"][1])), series
@@ -316,8 +335,9 @@ def test_a_second_exporter_of_the_same_apps_changes_no_count(
 ) -> None:
     """Both exporters together show what one of them alone shows."""
     (first, _) = prometheus.targets  # type: ignore[attr-defined]
-    both = prometheus.query(substitute(expr))
-    alone = prometheus.query(substitute(expr, instance=first))  # its own address, a regex
+    at = grafana_time(expr)
+    both = prometheus.query(substitute(expr), at=at)
+    alone = prometheus.query(substitute(expr, instance=first), at=at)  # its own address
     assert both
     assert {json.dumps(s["metric"], sort_keys=True): s["value"][1] for s in both} == {
         json.dumps(s["metric"], sort_keys=True): s["value"][1] for s in alone

@@ -12,9 +12,11 @@ the range (its earlier days' bars stand an hour off midnight, as in Grafana).
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.conftest import require_tool
@@ -79,12 +82,10 @@ def grafana_range_query(
     # at most, so the target's 1d is the step.
     assert seconds / max_data_points(title) < 42 * 3600
     step = max(DAY, math.ceil(seconds / 11000))
-    offset = ZoneInfo(zone).utcoffset(datetime.fromtimestamp(end, ZoneInfo(zone)))
-    assert offset is not None
-    utc_offset = int(offset.total_seconds())
+    offset = utc_offset(end, zone)
 
     def align(at: float) -> int:
-        return (math.floor(at) + utc_offset) // step * step - utc_offset
+        return (math.floor(at) + offset) // step * step - offset
 
     promql = substitute(target["expr"], __range=f"{seconds}s")
     data = prometheus.api(
@@ -104,15 +105,25 @@ def grafana_instant_query(
     return prometheus.query(substitute(expr, __range=f"{seconds}s"), at=math.ceil(end))
 
 
-def bars(result: list[dict[str, Any]], zone: str, label: str | None = None) -> dict[Any, int]:
-    """(label value, day) -> count of a per-day panel's answer; each bar must stand within
-    an hour of the midnight that starts its day (an hour: a DST change in the range)."""
+def utc_offset(at: float, zone: str) -> int:
+    offset = ZoneInfo(zone).utcoffset(datetime.fromtimestamp(at, ZoneInfo(zone)))
+    assert offset is not None
+    return int(offset.total_seconds())
+
+
+def bars(
+    result: list[dict[str, Any]], zone: str, end: float, label: str | None = None
+) -> dict[Any, int]:
+    """(label value, day) -> count of a per-day panel's answer. Each bar must stand at
+    the midnight that starts its day, give or take the change of UTC offset between that
+    day and ``end`` (Grafana aligns the whole range to the offset at its end)."""
     found: dict[Any, int] = {}
     for series in result:
         key = series["metric"].get(label) if label else None
         for stamp, value in series["values"]:
             day = datetime.fromtimestamp(stamp + 12 * 3600, ZoneInfo(zone)).date()
-            assert abs(stamp - midnight(day, zone)) <= 3600, (stamp, day)
+            start = midnight(day, zone)
+            assert stamp - start == utc_offset(start, zone) - utc_offset(end, zone), (stamp, day)
             assert (key, day) not in found
             found[key, day] = int(float(value))
     return found
@@ -213,31 +224,31 @@ def backfilled(
 def check_per_day_panels(
     prometheus: PrometheusServer,
     history: Backfilled,
-    start: float,
     end: float,
     first: date,
     last: date,
-    today: tuple[date, dict[str, int]] | None = None,
+    known: dict[date, dict[str, int]] | None = None,
 ) -> None:
-    """Every per-day panel over [start, end] shows exactly the days ``first`` to
-    ``last``, each with the simulator's count, plus ``today``'s counts so far if given."""
+    """Every per-day panel over the six weeks to ``end`` shows exactly the days ``first``
+    to ``last``, each with the simulator's count, and the days of ``known`` with the
+    counts given there (a count so far); across a DST change, some bars an hour off."""
     zone = history.zone
+    start = end - WEEKS * 7 * DAY
     titles = per_day_targets()
     assert set(titles) == {"Messages per day", "Dialogs per day by type"}
     expected = {(None, day): n for day, n in history.truth("messages", first, last).items()}
-    if today:
-        expected[None, today[0]] = today[1]["messages"]
-    messages = bars(grafana_range_query(prometheus, "Messages per day", start, end, zone), zone)
-    assert messages == expected
+    expected |= {(None, day): counts["messages"] for day, counts in (known or {}).items()}
+    result = grafana_range_query(prometheus, "Messages per day", start, end, zone)
+    assert bars(result, zone, end) == expected
     result = grafana_range_query(prometheus, "Dialogs per day by type", start, end, zone)
     expected = {
         (name, day): n
         for name in DIALOG_TYPES.values()
         for day, n in history.truth(name, first, last).items()
     }
-    if today:
-        expected.update({(name, today[0]): today[1][name] for name in DIALOG_TYPES.values()})
-    assert bars(result, zone, "dialog_type") == expected
+    for day, counts in (known or {}).items():
+        expected |= {(name, day): counts[name] for name in DIALOG_TYPES.values()}
+    assert bars(result, zone, end, "dialog_type") == expected
     assert sum(expected.values()) > 0
 
 
@@ -249,11 +260,8 @@ def test_per_day_panels_show_every_backfilled_day(backfilled: Backfilled) -> Non
     """Six weeks as Grafana shows them (now-6w to now): every backfilled day, and the
     day before the first (its count is the first day's _yesterday), each to the unit."""
     with serve(backfilled.data.parent, backfilled.data) as prometheus:
-        end = time.time()
         first = backfilled.since - timedelta(1)
-        check_per_day_panels(
-            prometheus, backfilled, end - WEEKS * 7 * DAY, end, first, backfilled.until
-        )
+        check_per_day_panels(prometheus, backfilled, time.time(), first, backfilled.until)
 
 
 @pytest.mark.slow
@@ -299,14 +307,15 @@ def faketime_library() -> Path:
     return found[0]
 
 
-Scrape = tuple[int, dict[tuple[str, frozenset[tuple[str, str]]], float]]
+Scrape = tuple[float, dict[tuple[str, frozenset[tuple[str, str]]], float]]
 
 
-def scrape_live(history: Backfilled, at: float, scrapes: int = 3) -> list[Scrape]:
+def scrape_live(history: Backfilled, at: float, scrapes: int = 3, until: float = 0) -> list[Scrape]:
     """Start the real exporter with its clock at ``at`` (and the simulator's a second
     ahead, so that the API has every event the exporter's day asks for), and scrape it
-    ``scrapes`` times as Prometheus would: stamped with the exporter's own time (its
-    Date header), series with the job and instance labels Prometheus attaches."""
+    ``scrapes`` times and on until its clock reads ``until``, as Prometheus would:
+    stamped with the exporter's own time (its Date header), series with the job and
+    instance labels Prometheus attaches."""
     history.clock.shift = at + 1 - time.time()
     stamp = datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M:%S")
     env = {
@@ -322,11 +331,18 @@ def scrape_live(history: Backfilled, at: float, scrapes: int = 3) -> list[Scrape
     taken: list[Scrape] = []
     try:
         exporter.wait_for_value("connectycube_up", 1, timeout=30, app="default")
-        while len(taken) < scrapes:
-            response = exporter.get("/metrics")
+        deadline = time.monotonic() + 120
+        while len(taken) < scrapes or taken[-1][0] < until:
+            assert time.monotonic() < deadline, f"scrapes: {len(taken)}\n{exporter.logs}"
+            try:
+                response = exporter.get("/metrics")
+            except httpx.TimeoutException:  # a busy machine: a missed scrape, as in Prometheus
+                continue
             assert response.status_code == 200
             served = parse_metrics(response.text)
-            second = int(parsedate_to_datetime(response.headers["Date"]).timestamp())
+            # Mid-second: the Date header has whole seconds, and a sample exactly on a
+            # midnight would belong to both days (range selectors include both ends).
+            second = parsedate_to_datetime(response.headers["Date"]).timestamp() + 0.5
             assert abs(second - history.clock.now()) < 60, "the exporter's clock was not moved"
             if not taken or taken[-1][0] < second:  # one scrape a second, as promtool wants
                 taken.append((second, served))
@@ -353,8 +369,28 @@ def live_openmetrics(scrapes: list[Scrape], path: Path) -> None:
     path.write_text("\n".join([*lines, "# EOF\n"]))
 
 
-def served_count(served: dict[Any, float], name: str, **labels: str) -> int:
-    return int(served[name, frozenset({"app": "default", **labels}.items())])
+def counts_today(scrapes: list[Scrape]) -> dict[str, int]:
+    """The ``_today`` counts of the newest of ``scrapes``, by kind."""
+    _, newest = scrapes[-1]
+
+    def count(name: str, **labels: str) -> int:
+        return int(newest[name, frozenset({"app": "default", **labels}.items())])
+
+    found = {"messages": count("connectycube_messages_sent_today")}
+    for name in DIALOG_TYPES.values():
+        found[name] = count("connectycube_dialogs_created_today", dialog_type=name)
+    return found
+
+
+@contextmanager
+def load(history: Backfilled, scrapes: list[Scrape], work: Path) -> Iterator[PrometheusServer]:
+    """A Prometheus with the backfilled blocks and ``scrapes``."""
+    work.mkdir()
+    shutil.copytree(history.data, work / "data")
+    live_openmetrics(scrapes, work / "live.om")
+    blocks(work / "live.om", work / "data")
+    with serve(work, work / "data") as prometheus:
+        yield prometheus
 
 
 @pytest.mark.slow
@@ -369,32 +405,40 @@ def test_live_days_join_the_backfilled_ones(backfilled: Backfilled, tmp_path: Pa
     scrapes: list[Scrape] = []
     scrapes += scrape_live(backfilled, midnight(live_day, zone) + 20 * hour)
     # The exporter's own midnight passes during this session.
-    crossing = scrape_live(backfilled, midnight(today, zone) - 3, scrapes=8)
+    crossing = scrape_live(backfilled, midnight(today, zone) - 30, until=midnight(today, zone) + 10)
     assert crossing[0][0] < midnight(today, zone) <= crossing[-1][0]
     scrapes += crossing
     for at in [midnight(today, zone) + 1.5 * hour, midnight(today, zone) + 2 * hour]:
         scrapes += scrape_live(backfilled, at)
     days = {datetime.fromtimestamp(stamp, ZoneInfo(zone)).date() for stamp, _ in scrapes}
     assert days == {live_day, today}
-    data = tmp_path / "data"
-    subprocess.run(["cp", "-r", str(backfilled.data), str(data)], check=True)
-    live_openmetrics(scrapes, tmp_path / "live.om")
-    blocks(tmp_path / "live.om", data)
+    before, after = scrapes[: len(scrapes) - 6], scrapes[-6:]  # the small hours: 2 x 3
+    assert before[-1][0] < midnight(today, zone) + hour < after[0][0]
 
-    _, newest = scrapes[-1]
-    so_far = {"messages": served_count(newest, "connectycube_messages_sent_today")}
-    for name in DIALOG_TYPES.values():
-        so_far[name] = served_count(newest, "connectycube_dialogs_created_today", dialog_type=name)
-    now = backfilled.clock.now()
-    for kind, count in so_far.items():  # the count so far is the API's, and not yet final
-        assert count <= sum(backfilled.truth(kind, today, today).values())
-    with serve(tmp_path, data) as prometheus:
+    # Until the small hours: yesterday's bar holds its last live count, today's its first.
+    with load(backfilled, before, tmp_path / "early") as prometheus:
         check_per_day_panels(
             prometheus,
             backfilled,
-            now - WEEKS * 7 * DAY,
+            before[-1][0],
+            backfilled.since - timedelta(1),
+            last,
+            known={
+                live_day: counts_today([s for s in before if s[0] < midnight(today, zone)]),
+                today: counts_today(before),
+            },
+        )
+    # After them: yesterday's bar has its final count.
+    now = backfilled.clock.now()
+    so_far = counts_today(scrapes)
+    for kind, count in so_far.items():  # the count so far is the API's, and not yet final
+        assert count <= sum(backfilled.truth(kind, today, today).values())
+    with load(backfilled, scrapes, tmp_path / "late") as prometheus:
+        check_per_day_panels(
+            prometheus,
+            backfilled,
             now,
             backfilled.since - timedelta(1),
             live_day,
-            today=(today, so_far),
+            known={today: so_far},
         )
