@@ -192,40 +192,32 @@ class StatsClient:
         ``done(first, last)`` is called as each part of the range is complete.
         """
         proven = Days()
-        await self._prove(app, kind, first, last, zone, deadline, done, proven)
-        return proven
 
-    async def _prove(
-        self,
-        app: AppConfig,
-        kind: Kind,
-        first: date,
-        last: date,
-        zone: ZoneInfo,
-        deadline: float,
-        done: Callable[[date, date], None],
-        proven: Days,
-    ) -> None:
-        start, end = api.days_window(first, last, zone)
-        page, total = await self._window(app, kind, start, end, first == last, deadline, proven)
-        # The window's extra second and an inclusive end may add the day either side.
-        stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
-        if stray:
-            path = api.endpoint_path(kind, per_day=True)
-            raise APIInvalidResponse(
-                path, f"asked for {first} to {last}, the answer holds {stray[0]}"
-            )
-        if first == last or sum(page.values()) == total:
-            proven.counts.update((day, n) for day, n in page.items() if first <= day <= last)
-            if sum(page.values()) != total:
-                # Alone in its window and every page of it read: the endpoints disagree.
-                proven.disputed[first] = total - sum(page.values())
-            done(first, last)
-            return
-        # One half after the other: an error then ends the work, with no half left over.
-        middle = first + (last - first) // 2
-        await self._prove(app, kind, first, middle, zone, deadline, done, proven)
-        await self._prove(app, kind, middle + ONE_DAY, last, zone, deadline, done, proven)
+        async def prove(first: date, last: date) -> None:
+            start, end = api.days_window(first, last, zone)
+            page, total, asked = await self._window(app, kind, start, end, first == last, deadline)
+            proven.requests += asked
+            # The window's extra second and an inclusive end may add the day either side.
+            stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
+            if stray:
+                path = api.endpoint_path(kind, per_day=True)
+                raise APIInvalidResponse(
+                    path, f"asked for {first} to {last}, the answer holds {stray[0]}"
+                )
+            if first == last or sum(page.values()) == total:
+                proven.counts.update((day, n) for day, n in page.items() if first <= day <= last)
+                if sum(page.values()) != total:
+                    # Alone in its window, every page of it read: the endpoints disagree.
+                    proven.disputed[first] = total - sum(page.values())
+                done(first, last)
+                return
+            # One half after the other: an error then ends the work, with no half left over.
+            middle = first + (last - first) // 2
+            await prove(first, middle)
+            await prove(middle + ONE_DAY, last)
+
+        await prove(first, last)
+        return proven
 
     async def _window(
         self,
@@ -235,9 +227,9 @@ class StatsClient:
         end: int,
         narrow: bool,
         deadline: float,
-        proven: Days,
-    ) -> tuple[dict[date, int], int]:
-        """The per-day answer for a window and the API's total for it. When they disagree
+    ) -> tuple[dict[date, int], int, int]:
+        """The per-day answer for a window, the API's total for it, and the requests they
+        took. When they disagree
         over a ``narrow`` window, one that touches at most three dates (a day and a second
         either side), the pages at ``offset`` 1 and 2 are read too: whether ``offset``
         counts days with data or calendar days, the three pages hold every date there is."""
@@ -245,15 +237,15 @@ class StatsClient:
             self.per_day(app, kind, start, end, deadline=deadline),
             self.total(app, kind, start, end, deadline=deadline),
         )
-        proven.requests += 2
+        asked = 2
         if narrow:
             for offset in (1, 2):
                 if sum(page.values()) == total:
                     break
                 more = await self.per_day(app, kind, start, end, offset=offset, deadline=deadline)
-                proven.requests += 1
+                asked += 1
                 page = {**more, **page}
-        return page, total
+        return page, total, asked
 
     async def total_at_end_of(
         self, app: AppConfig, kind: Kind, day: date, zone: ZoneInfo, *, deadline: float = math.inf
@@ -263,7 +255,7 @@ class StatsClient:
         from a proven per-day answer over the same end and taken off again."""
         start, end = api.all_time_window(day, zone)
         total = await self.total(app, kind, start, end, deadline=deadline)
-        edge, _ = await self._window(app, kind, end - 1, end, True, deadline, Days())
+        edge, _, _ = await self._window(app, kind, end - 1, end, True, deadline)
         return total - edge.get(day + ONE_DAY, 0)
 
     def forget(self, app_name: str) -> None:
