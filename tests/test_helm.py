@@ -38,6 +38,7 @@ from tests.conftest import SECRET_KEY
 from tests.processes import Exporter, wait_until
 from tests.prometheus_server import PrometheusServer
 from tests.simulator import Simulator, start_simulator
+from tests.test_deploy import assert_yamllint_passes
 from tests.test_kubernetes import kinds, one
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,12 @@ def test_strict_lint_finds_what_is_wrong() -> None:
     """The linter is no rubber stamp: a value the schema forbids fails it."""
     report = helm.lint(CHART, {"settings": {"pollIntervall": 30}}, strict=True)
     assert any("pollIntervall" in error for error in report["errors"]), report
+
+
+def test_yamllint_passes_on_the_values_and_the_chart_metadata() -> None:
+    """The YAML files users read and copy (templates are Go templates, linted by Helm)."""
+    files = [CHART / "Chart.yaml", CHART / "values.yaml", *EXAMPLES]
+    assert_yamllint_passes(*(str(path.relative_to(ROOT)) for path in files))
 
 
 def test_chart_version_and_app_version_are_the_packages() -> None:
