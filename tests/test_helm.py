@@ -645,9 +645,11 @@ def test_sharded_runs_one_pod_per_shard_behind_a_headless_service() -> None:
 
 
 def test_shards_is_one_value() -> None:
-    objects = render({**example("sharded.yaml"), "shards": 5})
+    objects = render({**example("sharded.yaml"), "shards": 5, "service": {"type": "NodePort"}})
     assert one(objects, "StatefulSet")["spec"]["replicas"] == 5
     assert env_of(objects)[env_name("total_shards")]["value"] == "5"
+    service = one(objects, "Service")["spec"]
+    assert (service["type"], service["clusterIP"]) == ("ClusterIP", "None")  # headless
 
 
 def test_shards_without_an_apps_file_is_an_error() -> None:
@@ -736,8 +738,12 @@ def test_the_readme_installs_metrics_alerts_and_dashboard_on_kube_prometheus_sta
         DEPLOY_DOC.read_text(encoding="utf-8"), "### With Helm on kube-prometheus-stack"
     )
     assert readme == docs
-    (install,) = [shlex.split(line) for line in readme if line.startswith("helm install")]
-    assert len([line for line in readme if "create secret" in line]) == 1
+    # The chart's own README (Artifact Hub, helm show readme) shows the same install.
+    chart_readme = helm_quick_start((CHART / "README.md").read_text(encoding="utf-8"), "# ")
+    (secret_line,) = [line for line in readme if "create secret" in line]
+    (install_line,) = [line for line in readme if line.startswith("helm install")]
+    assert chart_readme == [secret_line.removesuffix(" && rm api-key"), install_line]
+    install = shlex.split(install_line)
     release, reference = install[2], install[3]
     assert reference == CHART_OCI
     options = install[4:]
