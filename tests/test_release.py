@@ -136,10 +136,20 @@ def test_a_tag_publishes_the_wheel_and_sdist_to_a_release_and_to_pypi() -> None:
     assert pypi["environment"]["name"] == "pypi"
     assert pypi["environment"]["url"] == "https://pypi.org/p/connectycube-exporter"
     assert pypi["permissions"] == {"id-token": "write"}
+    # By tag, or by digest once Renovate has pinned it; given no password and no token.
     publish = step_using(pypi, "pypa/gh-action-pypi-publish")
-    assert publish["uses"] == "pypa/gh-action-pypi-publish@release/v1"
-    assert "with" not in publish  # no password, no token
+    assert "with" not in publish
     assert "secrets." not in yaml.safe_dump(pypi)
+
+
+def test_the_readme_quick_start_installs_what_pypi_publishes() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```sh\n(.*?)```", readme.split("## Quick start", 1)[1], re.S)
+    assert block is not None
+    commands = block[1].splitlines()
+    name = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    assert commands[0] == f"pipx install {name}"
+    assert commands[-1] == "connectycube-exporter check && connectycube-exporter"
 
 
 def test_a_tag_pushes_the_chart_to_ghcr_with_the_helm_the_tests_use() -> None:
