@@ -13,8 +13,8 @@ the rendered Deployment's environment and probed on its probes' paths.
 
 from __future__ import annotations
 
+import copy
 import io
-import json
 import re
 import shlex
 import tarfile
@@ -517,7 +517,7 @@ def checksum(objects: Objects) -> str:
 def test_a_changed_apps_file_restarts_the_pod_and_nothing_else_does() -> None:
     values = example("several-apps.yaml")
     before = checksum(render(values))
-    changed = json.loads(json.dumps(values))
+    changed = copy.deepcopy(values)
     changed["config"]["apps"][0]["dialog_types"] = [1]
     assert checksum(render(changed)) != before
     unrelated = {**values, "serviceMonitor": {"enabled": True, "interval": "1m"}}
@@ -789,11 +789,6 @@ def pod_environment(objects: Objects, mounts: dict[str, Path]) -> dict[str, str]
     return env
 
 
-def mount_path(objects: Objects, volume: str) -> str:
-    (mount,) = [m for m in kit.exporter_container(objects)["volumeMounts"] if m["name"] == volume]
-    return str(mount["mountPath"])
-
-
 @pytest.fixture
 def simulator_url() -> Iterator[str]:
     server = start_simulator(Simulator(api_keys=[SECRET_KEY]))
@@ -838,7 +833,7 @@ def test_prometheus_scrapes_an_exporter_run_as_the_deployment_runs_it(
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "api-key").write_text(SECRET_KEY + "\n")
-    mounts = {mount_path(objects, "secret"): secret}
+    mounts = {kit.mounted_path(objects, "secret"): secret}
     verify: bool | str = True
     ca_file = None
     if "tls" in example_name:
@@ -850,7 +845,7 @@ def test_prometheus_scrapes_an_exporter_run_as_the_deployment_runs_it(
         ca_file = certificate / "ca.crt"
         web = tmp_path / "web"
         web.mkdir()
-        tls_mount = mount_path(objects, "tls")
+        tls_mount = kit.mounted_path(objects, "tls")
         web_config = {
             "tls_server_config": {
                 "cert_file": f"{tls_mount}/tls.crt",
@@ -860,7 +855,7 @@ def test_prometheus_scrapes_an_exporter_run_as_the_deployment_runs_it(
         text = yaml.safe_dump(web_config).replace(f"{tls_mount}/", f"{certificate}/")
         (web / "web-config.yml").write_text(text)
         assert load_web_config(web / "web-config.yml").ssl_context is not None
-        mounts |= {mount_path(objects, "web-config"): web}
+        mounts |= {kit.mounted_path(objects, "web-config"): web}
         verify = False  # as the kubelet probes: no certificate check
     env = pod_environment(objects, mounts)
     assert env[env_name("api_url")] == simulator_url
