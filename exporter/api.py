@@ -16,6 +16,7 @@ Kind = str | int  # MESSAGES or a dialog type code
 
 ENDPOINT_PREFIX: Final = "/admin/stats/"
 PAGE_DAYS: Final = 100  # the limit asked per page: the per-day endpoints' documented default
+WINDOW_DAYS: Final = PAGE_DAYS - 2  # the widest window asked: it and a day either side fit
 ONE_DAY: Final = timedelta(days=1)
 
 # The REST docs' names. The official JS SDK numbers them otherwise (1 public, 4 broadcast):

@@ -32,7 +32,6 @@ from exporter.config import AppConfig, ConfigError, Settings, env_name, load_app
 from exporter.exposition import header, series
 
 COMMAND = f"{options.PROG} backfill"
-WINDOW_DAYS = api.PAGE_DAYS - 2  # a window and the day either side fit a page (StatsClient.days)
 EARLIEST_SINCE = date(1970, 1, 3)  # the day before --since is fetched too, and after the epoch
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # an HTTP token
@@ -425,33 +424,46 @@ class Fetcher:
                 where = api.endpoint_label(error.endpoint)
                 raise BackfillError(f"app {app.name}: {where}: {error.reason}") from None
             raise error from None
-        counts = {day: n for window in windows for day, n in window.result().items()}
+        proven = [window.result() for window in windows]
+        counts = {day: n for days in proven for day, n in days.counts.items()}
+        disputed = {day: n for days in proven for day, n in days.disputed.items()}
         totals: dict[date, int] = {}
         running = known[plan.last].result()
         for day in reversed(plan.days):
             totals[day] = running
-            running -= counts.get(day, 0)
+            # Where the endpoints disagree, the total's own figure keeps the totals its own.
+            running -= counts.get(day, 0) + disputed.get(day, 0)
         what = "messages" if kind == api.MESSAGES else f"dialogs {app.type_name(int(kind))}"
+        problems = []
+        if disputed:
+            worst = max(disputed.values(), key=abs)
+            spent = sum(days.requests for days in proven)
+            problems.append(
+                f"app {app.name}: {what}: the per-day and total endpoints disagree on "
+                f"{len(disputed)} day(s) even asked alone, first {min(disputed)}, by up to "
+                f"{worst:+d} (total minus per-day; {spent} requests spent proving the days): "
+                "the per-day counts are written, the all-time totals follow the total endpoint"
+            )
         for day, task in known.items():
             total = task.result()
             if total != totals[day]:
-                message = (
+                problems.append(
                     f"app {app.name}: {what}: the API's total at the end of {day} is {total}, "
                     f"but its total at the end of {plan.last} minus the per-day counts in "
                     f"between is {totals[day]} (off by {totals[day] - total:+d}); the per-day "
                     f"and total endpoints disagree: is {env_name('timezone')} the zone in "
                     "which the API cuts its days? ('connectycube-exporter check' tells)"
                 )
-                if plan.strict:
-                    raise BackfillError(message)
-                self.warnings.append(message)
+        if problems and plan.strict:
+            raise BackfillError(problems[0])
+        self.warnings += problems
         history.counts[kind], history.totals[kind] = counts, totals
 
 
 def _windows(first: date, last: date) -> list[tuple[date, date]]:
-    """``first`` to ``last`` in windows of ``WINDOW_DAYS`` days (first, last included)."""
-    starts = [first + timedelta(i) for i in range(0, (last - first).days + 1, WINDOW_DAYS)]
-    return [(start, min(start + timedelta(WINDOW_DAYS - 1), last)) for start in starts]
+    """``first`` to ``last`` in windows of ``api.WINDOW_DAYS`` days (first, last included)."""
+    starts = [first + timedelta(i) for i in range(0, (last - first).days + 1, api.WINDOW_DAYS)]
+    return [(start, min(start + timedelta(api.WINDOW_DAYS - 1), last)) for start in starts]
 
 
 @dataclass(frozen=True)

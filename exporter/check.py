@@ -24,6 +24,7 @@ from exporter.client import (
     APIStatusError,
     APITimeout,
     ClientLimits,
+    Days,
     StatsClient,
     limits_from,
     open_http,
@@ -36,7 +37,7 @@ Level = Literal["ok", "FAIL", "note"]
 Finding = tuple[Level, str]
 
 COMMAND = f"{options.PROG} check"
-MAX_REQUESTS = 60  # per app, retries aside: four dialog types take 57 if pages are not capped
+MAX_REQUESTS = 100  # per app, retries aside: four dialog types take 74 if pages are not capped
 MAX_SECONDS = 60.0  # per app, retries included
 APP_CONCURRENCY = 4  # requests at once per app: quick, and gentle on the API's rate limit
 RECENT_DAYS = 7
@@ -166,7 +167,7 @@ class AppCheck:
         self.zone, self.now = settings.zone, time.time()
         self.today = local_day(self.now, self.zone)
         self.first = self.today - timedelta(days=RECENT_DAYS)  # of the week compared
-        self.reads: dict[Kind, asyncio.Task[dict[date, int]]] = {}  # its days, and today
+        self.reads: dict[Kind, asyncio.Task[Days]] = {}  # its days, and today
         self.report = Report(app)
 
     async def total(self, kind: Kind) -> int:
@@ -186,6 +187,7 @@ class AppCheck:
         zone = await answer("could not find the API's time zone", self.read_zone())
         self.report.add("ok", f"{_label(MESSAGES, False)} answered: {messages_total} all time")
         self.report.findings += await self.endpoints()
+        self.report.findings += await answer("could not see how the API pages", self.pages())
         if zone[0][0] == "FAIL":
             self.report.add("note", "totals not compared with per-day sums: wrong zone")
         else:
@@ -219,17 +221,13 @@ class AppCheck:
         and today's counts from the reads that ``compare`` sums too."""
         app, today = self.app, self.today
 
-        def read(kind: Kind) -> asyncio.Task[dict[date, int]]:
+        def read(kind: Kind) -> asyncio.Task[Days]:
             return asyncio.create_task(self.client.days(app, kind, self.first, today, self.zone))
 
-        # Messages first: the busiest kind's longest page tells the client which answers a
-        # page cap may have cut. Read at once, the quieter kinds' pages could all be split.
-        self.reads[MESSAGES] = read(MESSAGES)
-        await asyncio.wait(self.reads.values())
-        self.reads |= {code: read(code) for code in app.dialog_types}
+        self.reads = {kind: read(kind) for kind in (MESSAGES, *app.dialog_types)}
 
         async def recent(kind: Kind) -> str:
-            counts = await self.reads[kind]
+            counts = (await self.reads[kind]).counts
             return f"{counts.get(today - ONE_DAY, 0)} yesterday, {counts.get(today, 0)} today"
 
         async def line(kinds: Sequence[Kind], per_day: bool) -> list[Finding]:
@@ -246,6 +244,33 @@ class AppCheck:
         answers = await gather_all(answer(None, each) for each in lines)
         return [found for findings in answers for found in findings]
 
+    async def pages(self) -> list[Finding]:
+        """How the API answers the widest window the exporter asks: how many dates one answer
+        held, and whether they add up to the API's total for the same window."""
+        last = self.today - ONE_DAY
+        first = last - timedelta(days=api.WINDOW_DAYS - 1)
+        window = api.days_window(first, last, self.zone)
+        page, total = await gather_all(
+            [
+                self.client.per_day(self.app, MESSAGES, *window),
+                self.client.total(self.app, MESSAGES, *window),
+            ]
+        )
+        held = sorted(page)
+        answer = f"{len(held)} date(s)" + (f", {held[0]} to {held[-1]}" if held else "")
+        asked = f"{_label(MESSAGES, True)} for {first} to {last} ({api.WINDOW_DAYS} days)"
+        if sum(page.values()) == total:
+            return [("ok", f"{asked} answered {answer} in one page, adding up to its total")]
+        return [
+            (
+                "note",
+                f"{asked} answered {answer}, summing to {sum(page.values())}, not its total "
+                f"{total}: a cap on the page cut it short, or the endpoints disagree (see the "
+                "totals line); the exporter asks narrower windows until each adds up, at "
+                "more requests per poll",
+            )
+        ]
+
     async def compare(self) -> list[Finding]:
         """Over the week before today, each all-time total grew by the sum of its days: the
         totals at the end of the day before and of its last day are exact, as are the days."""
@@ -256,7 +281,7 @@ class AppCheck:
             before, after = await gather_all(
                 self.client.total_at_end_of(app, kind, day, zone) for day in ends
             )
-            counts = await self.reads[kind]
+            counts = (await self.reads[kind]).counts
             return after - before, sum(n for day, n in counts.items() if day <= last)
 
         results = dict(zip(self.reads, await gather_all(map(growth, self.reads)), strict=True))

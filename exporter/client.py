@@ -16,8 +16,8 @@ import re
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date
 from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, ClassVar, Final, TypeVar
@@ -67,6 +67,17 @@ class APIInvalidResponse(APIError):
 
 class APIRateLimited(APIError):
     outcome = "rate_limited"  # not sent: Retry-After asked for a pause past the deadline
+
+
+@dataclass
+class Days:
+    """Per-day counts of a range, each window of them proven against the API's total."""
+
+    counts: dict[date, int] = field(default_factory=dict)  # quiet days absent
+    # Days on which the endpoints still disagree, alone in their window with every page of
+    # it read: the total's figure minus the per-day one (which ``counts`` holds).
+    disputed: dict[date, int] = field(default_factory=dict)
+    requests: int = 0  # spent on the range, retries aside
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,6 @@ class StatsClient:
         self._limits = limits or ClientLimits()
         self._slots = asyncio.Semaphore(self._limits.max_concurrent_requests)
         self._not_before: dict[str, float] = {}  # app name -> clock() of the next request
-        self._longest_page: dict[str, int] = {}  # app -> most days one answer held
         self.requests = 0  # sent, retries included
 
     async def total(
@@ -152,13 +162,14 @@ class StatsClient:
         kind: Kind,
         start: int | None = None,
         end: int | None = None,
-        limit: int | None = None,
+        offset: int | None = None,
         *,
         deadline: float = math.inf,
     ) -> dict[date, int]:
-        """Counts of ``kind`` by day between ``start`` and ``end``; quiet days are absent."""
+        """A page of counts of ``kind`` by day between ``start`` and ``end``: quiet days are
+        absent, and a cap on the page may leave out more (see ``days``)."""
         path = api.endpoint_path(kind, per_day=True)
-        query = api.build_query(kind, start, end, limit)
+        query = api.build_query(kind, start, end, api.PAGE_DAYS, offset)
         return await self._get(app, path, query, deadline, api.parse_per_day)
 
     async def days(
@@ -171,76 +182,85 @@ class StatsClient:
         *,
         deadline: float = math.inf,
         done: Callable[[date, date], None] = lambda first, last: None,
-    ) -> dict[date, int]:
-        """The count of each day with activity from ``first`` to ``last``, exactly.
+    ) -> Days:
+        """The count of each day with activity from ``first`` to ``last``, each proven.
 
-        Exact whatever the API's bounds (see ``days_window``) and page cap, which it does
-        not say: a page shorter than the longest the app has been given, or holding every
-        day of its window, is whole; any other window is asked again as two halves, down
-        to single days (``offset``, undocumented, is never sent). ``done(first, last)`` is
-        called as each part of the range is complete.
+        A window's per-day answer is taken only when its days add up to the API's total for
+        the very same ``start_date`` and ``end_date``: then no cap on the page cut it short,
+        whatever ``limit`` and ``offset`` count and whatever the bounds (both endpoints read
+        them alike). Any other window is asked again as two halves, down to single days.
+        ``done(first, last)`` is called as each part of the range is complete.
         """
-        path = api.endpoint_path(kind, per_day=True)
-        start, end = api.days_window(first, last, zone)
-        page, full = await self._page(app, kind, start, end, deadline)
-        counts = {day: n for day, n in page.items() if first <= day <= last}
-        # The window's extra second and an inclusive end may add the day either side.
-        stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
-        if stray:
-            raise APIInvalidResponse(
-                path, f"asked for {first} to {last}, the answer holds {stray[0]}"
-            )
-        span = (last - first).days + 1
-        if span == 1 and not counts and last + ONE_DAY in page and full:
-            # Only an event at exactly the closing midnight, under an inclusive end, brings
-            # the next day's key: a window ending a second earlier leaves it out.
-            page, full = await self._page(app, kind, start, end - 1, deadline)
-            counts = {day: n for day, n in page.items() if day == first}
-        if len(counts) == span or not full:
-            done(first, last)
-            return counts
-        if span == 1:
-            raise APIInvalidResponse(
-                path,
-                f"the API answers at most {len(page)} day(s) at a time, and the days next to "
-                f"{first} leave no room for it",
-            )
-        # One half after the other: an error then ends the work, with no half left over.
-        middle = first + timedelta(days=span // 2 - 1)
-        lower = await self.days(app, kind, first, middle, zone, deadline=deadline, done=done)
-        upper = await self.days(
-            app, kind, middle + ONE_DAY, last, zone, deadline=deadline, done=done
+        proven = Days()
+
+        async def prove(first: date, last: date) -> None:
+            start, end = api.days_window(first, last, zone)
+            page, total, asked = await self._window(app, kind, start, end, first == last, deadline)
+            proven.requests += asked
+            # The window's extra second and an inclusive end may add the day either side.
+            stray = sorted(day for day in page if not first - ONE_DAY <= day <= last + ONE_DAY)
+            if stray:
+                path = api.endpoint_path(kind, per_day=True)
+                raise APIInvalidResponse(
+                    path, f"asked for {first} to {last}, the answer holds {stray[0]}"
+                )
+            if first == last or sum(page.values()) == total:
+                proven.counts.update((day, n) for day, n in page.items() if first <= day <= last)
+                if sum(page.values()) != total:
+                    # Alone in its window, every page of it read: the endpoints disagree.
+                    proven.disputed[first] = total - sum(page.values())
+                done(first, last)
+                return
+            # One half after the other: an error then ends the work, with no half left over.
+            middle = first + (last - first) // 2
+            await prove(first, middle)
+            await prove(middle + ONE_DAY, last)
+
+        await prove(first, last)
+        return proven
+
+    async def _window(
+        self,
+        app: AppConfig,
+        kind: Kind,
+        start: int,
+        end: int,
+        narrow: bool,
+        deadline: float,
+    ) -> tuple[dict[date, int], int, int]:
+        """The per-day answer for a window, the API's total for it, and the requests they
+        took. When they disagree
+        over a ``narrow`` window, one that touches at most three dates (a day and a second
+        either side), the pages at ``offset`` 1 and 2 are read too: whether ``offset``
+        counts days with data or calendar days, the three pages hold every date there is."""
+        page, total = await asyncio.gather(
+            self.per_day(app, kind, start, end, deadline=deadline),
+            self.total(app, kind, start, end, deadline=deadline),
         )
-        return {**lower, **upper}
+        asked = 2
+        if narrow:
+            for offset in (1, 2):
+                if sum(page.values()) == total:
+                    break
+                more = await self.per_day(app, kind, start, end, offset=offset, deadline=deadline)
+                asked += 1
+                page = {**more, **page}
+        return page, total, asked
 
     async def total_at_end_of(
         self, app: AppConfig, kind: Kind, day: date, zone: ZoneInfo, *, deadline: float = math.inf
     ) -> int:
         """The all-time total as it stood at the end of ``day``, whatever the bounds: events
         at exactly the next midnight, which an inclusive ``end_date`` counts too, are read
-        from a per-day answer over the same end and taken off again."""
+        from a proven per-day answer over the same end and taken off again."""
         start, end = api.all_time_window(day, zone)
         total = await self.total(app, kind, start, end, deadline=deadline)
-        edge = await self.per_day(app, kind, end - 1, end, deadline=deadline)
+        edge, _, _ = await self._window(app, kind, end - 1, end, True, deadline)
         return total - edge.get(day + ONE_DAY, 0)
-
-    async def _page(
-        self, app: AppConfig, kind: Kind, start: int, end: int, deadline: float
-    ) -> tuple[dict[date, int], bool]:
-        """A page of counts by day, and whether a cap on the page size may have cut it short."""
-        page = await self.per_day(app, kind, start, end, limit=api.PAGE_DAYS, deadline=deadline)
-        longest = max(self._longest_page.get(app.name, 0), len(page))
-        self._longest_page[app.name] = longest
-        return page, bool(page) and len(page) >= longest
-
-    def knows_page_size(self, app: AppConfig) -> bool:
-        """Whether a per-day answer of ``app`` has been read (see ``days``)."""
-        return app.name in self._longest_page
 
     def forget(self, app_name: str) -> None:
         """Drop what is known of an app that is no longer polled."""
         self._not_before.pop(app_name, None)
-        self._longest_page.pop(app_name, None)
 
     async def _get(
         self, app: AppConfig, path: str, query: str, deadline: float, parse: Callable[[Any], T]

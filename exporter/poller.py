@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.api import MESSAGES, Kind, all_time_window, endpoint_label, endpoint_path, local_day
-from exporter.client import APIError, APIStatusError, StatsClient
+from exporter.client import APIError, APIStatusError, Days, StatsClient
 from exporter.config import AppConfig, Settings
 from exporter.snapshot import AppSnapshot, Reading, Snapshot, frozen_map
 
@@ -104,33 +104,27 @@ class Poller:
         started = time.perf_counter()
         today = local_day(time.time(), self._zone)
         yesterday = today - timedelta(days=1)
-        # Yesterday with today: its final count costs no extra request. Both windows are
-        # exact whether the API's bounds are inclusive or not (see api.days_window).
+        # Yesterday with today: its final count costs no extra request, and the window is
+        # proven against its total (see StatsClient.days).
         all_time = all_time_window(today, self._zone)
         kinds: list[Kind] = [MESSAGES, *app.dialog_types]
         wanted = [(kind, per_day) for per_day in (False, True) for kind in kinds]
         deadline = time.monotonic() + self._deadline
 
-        def read(kind: Kind, per_day: bool) -> Awaitable[int | dict[date, int]]:
+        def read(kind: Kind, per_day: bool) -> Awaitable[int | Days]:
             if per_day:
                 return self._client.days(app, kind, yesterday, today, self._zone, deadline=deadline)
             return self._client.total(app, kind, *all_time, deadline=deadline)
 
-        # An app's first per-day answer teaches the client how many days the API puts in a
-        # page. Messages, busy every day, go first: a quiet kind's short page is then not
-        # mistaken for a cut one and asked again.
-        first = [] if self._client.knows_page_size(app) else [(MESSAGES, True)]
-        results: dict[tuple[Kind, bool], object] = dict.fromkeys(wanted)  # in this order
         try:
-            for batch in (first, [item for item in wanted if item not in first]):
-                answers = await asyncio.gather(
-                    *(read(*item) for item in batch), return_exceptions=True
-                )
-                results.update(zip(batch, answers, strict=True))
+            answers = await asyncio.gather(
+                *(read(*item) for item in wanted), return_exceptions=True
+            )
         except asyncio.CancelledError:
             # Shutdown ends polls in flight; that is not an error worth a traceback.
             log.debug("app %s: poll cancelled", app.name)
             return
+        results = dict(zip(wanted, answers, strict=True))
         finished = time.time()
         if self._apps.get(app.name) != app:
             return  # reconfigured while this poll ran: its answers belong to the old config
@@ -147,10 +141,10 @@ class Poller:
             if isinstance(result, BaseException):
                 outcome = result.outcome if isinstance(result, APIError) else "error"
                 failures.append((endpoint, result))
-            elif isinstance(result, dict):
-                # A day absent from the answer had no activity: zero.
-                todays[kind] = Reading(result.get(today, 0), finished, today)
-                yesterdays[kind] = Reading(result.get(yesterday, 0), finished, yesterday)
+            elif isinstance(result, Days):
+                # A day absent from a proven answer had no activity: zero.
+                todays[kind] = Reading(result.counts.get(today, 0), finished, today)
+                yesterdays[kind] = Reading(result.counts.get(yesterday, 0), finished, yesterday)
             else:
                 totals[kind] = Reading(result, finished)
             outcomes[(endpoint, outcome)] += 1

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
@@ -40,6 +43,16 @@ def parse_metrics(text: str) -> Samples:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def read_backfill(text: str) -> dict[tuple[str, str, str], dict[int, float]]:
+    """A backfill's OpenMetrics: (metric, app, dialog_type) -> {timestamp: value}."""
+    series: dict[tuple[str, str, str], dict[int, float]] = {}
+    for family in openmetrics_families(text):
+        for sample in family.samples:
+            key = (sample.name, sample.labels["app"], sample.labels.get("dialog_type", ""))
+            series.setdefault(key, {})[sample.timestamp.sec] = sample.value
+    return series
 
 
 class Exporter:

@@ -55,6 +55,7 @@ from exporter.simulator import (
     date_of,
     error_body,
     events_window,
+    midnight,
     parse_query,
 )
 
@@ -308,6 +309,13 @@ class Variant:
     # local day of start_date (of the first day with data when start_date is absent).
     offset_counts: OffsetCounts = "days_with_data"
     page_cap: int | None = None  # most entries of one per-day answer, whatever limit asks
+    # Most calendar days one per-day answer spans, quiet days left out, whatever limit asks:
+    # from the day offset points at (the local day of start_date, plus offset calendar days
+    # or to the offset-th day with data).
+    page_days: int | None = None
+    # Every N-th day (by ordinal, in the key's zone) the totals no longer count the events
+    # of its first hour, as if deleted; the per-day answers still do.
+    total_drift_every: int | None = None
     count_format: CountFormat = "int"  # 167, "167" or 167.0
     totals_need_window: bool = False  # totals without start_date and end_date are 422
     plan_forbidden: bool = False  # a valid key whose plan has no Admin API: 403
@@ -326,10 +334,11 @@ class Variant:
             require(
                 getattr(self, name) in get_args(alias), f"{name} must be one of {get_args(alias)}"
             )
-        require(
-            self.page_cap is None or (_is_int(self.page_cap) and self.page_cap >= 1),
-            "page_cap must be None or >= 1",
-        )
+        for name in ("page_cap", "page_days", "total_drift_every"):
+            value = getattr(self, name)
+            require(
+                value is None or (_is_int(value) and value >= 1), f"{name} must be None or >= 1"
+            )
         if self.timezone is not None:
             zone_info(self.timezone)
 
@@ -357,6 +366,7 @@ class Variant:
         """One per-day answer from ascending nonzero ``days``, per-day keys in ``zone``."""
         if self.offset_counts == "days_with_data" or not days:
             page = list(days.items())[query.offset : query.offset + query.limit]
+            first = page[0][0].toordinal() if page else 0
         else:
             origin = next(iter(days))  # calendar day 0, even when nothing happened on it
             if query.start is not None:
@@ -367,7 +377,9 @@ class Variant:
                 for day, n in days.items()
                 if first <= day.toordinal() < first + query.limit
             ]
-        # The server's own cap on the entries of one answer, whatever limit counts.
+        # The server's own caps on one answer, whatever limit counts.
+        if self.page_days is not None:
+            page = [(day, n) for day, n in page if day.toordinal() < first + self.page_days]
         return page[: self.page_cap]
 
     def count(self, n: int) -> int | str | float:
@@ -664,6 +676,31 @@ class Simulator:
             for kind in kinds
         )
 
+    def total(
+        self, api_key: str, kind: str | int, start: float | None = None, end: float | None = None
+    ) -> int:
+        """Like :meth:`count`, as the key's total endpoint counts: without the events its
+        variant's ``total_drift_every`` deletes."""
+        self._require_key(api_key)
+        lo, hi = events_window(start, end, self._clock())
+        return self._total(api_key, self._kinds(api_key, kind), lo, hi)
+
+    def _total(self, api_key: str, kinds: list[Kind], lo: float, hi: float) -> int:
+        """Events of ``kinds`` with lo <= ts < hi that the key's total endpoint counts."""
+        count = self._count(api_key, kinds, lo, hi)
+        variant = self.variant_of(api_key)
+        every = variant.total_drift_every
+        if every is None or hi <= lo:
+            return count
+        zone = self._zone_of(variant.timezone)
+        first = date_of(max(lo, 0.0), zone).toordinal()  # days of 1970 on
+        for ordinal in range(-(-first // every) * every, date_of(hi, zone).toordinal() + 1, every):
+            start = midnight(ordinal, zone)
+            deleted = max(lo, start), min(hi, start + 3600)
+            if deleted[0] < deleted[1]:
+                count -= self._count(api_key, kinds, *deleted)
+        return count
+
     def _per_day(
         self, api_key: str, kinds: list[Kind], lo: float, hi: float, zone: ZoneInfo
     ) -> dict[date, int]:
@@ -810,7 +847,7 @@ class Simulator:
         kinds = [MESSAGES] if not endpoint.dialogs else query.types or self._dialog_kinds(api_key)
         lo, hi = variant.window(query.start, query.end, self._clock())
         if not endpoint.per_day:
-            return 200, {"total": variant.count(self._count(api_key, kinds, lo, hi))}
+            return 200, {"total": variant.count(self._total(api_key, kinds, lo, hi))}
         zone = self._zone_of(variant.timezone)
         page = variant.page(self._per_day(api_key, kinds, lo, hi, zone), query, zone)
         items = [(day.isoformat(), variant.count(n)) for day, n in page]
@@ -1030,6 +1067,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="most days in one per-day answer, whatever limit asks",
     )
     variant.add_argument(
+        "--page-days",
+        type=int,
+        metavar="N",
+        help="most calendar days one per-day answer spans, quiet days left out",
+    )
+    variant.add_argument(
+        "--total-drift-every",
+        type=int,
+        metavar="N",
+        help="every N-th day the totals leave out the events of its first hour",
+    )
+    variant.add_argument(
         "--count-format",
         choices=get_args(CountFormat),
         default=DEFAULT_VARIANT.count_format,
@@ -1065,6 +1114,8 @@ def _variant(args: argparse.Namespace) -> Variant:
         args.bounds,
         offset_counts=args.offset_counts,
         page_cap=args.page_cap,
+        page_days=args.page_days,
+        total_drift_every=args.total_drift_every,
         count_format=args.count_format,
         totals_need_window=args.totals_need_window,
         plan_forbidden=args.plan_forbidden,

@@ -255,16 +255,18 @@ def test_small_pages_yield_every_day_once(served: Callable[[Simulator], str]) ->
     assert all("limit=100" in query for query in queries if "offset" in query)
 
 
-def _fake_api(per_day: Callable[[dict[str, str]], dict[str, int]], total: int = 0) -> str:
-    """A one-app API that answers per-day requests with ``per_day(query)``."""
+def _fake_api(
+    per_day: Callable[[dict[str, str]], dict[str, int]], total: Callable[[dict[str, str]], int]
+) -> Any:
+    """A one-app API that answers ``per_day(query)`` and ``{"total": total(query)}``."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         query = dict(request.url.params)
         if request.url.path.endswith("-per-day"):
             return httpx.Response(200, json=per_day(query))
-        return httpx.Response(200, json={"total": total})
+        return httpx.Response(200, json={"total": total(query)})
 
-    return handler  # type: ignore[return-value]
+    return handler
 
 
 def _fetch_fake(handler: Any, plan: Plan) -> Fetcher:
@@ -286,31 +288,47 @@ def _utc_day(timestamp: str) -> str:
     return datetime.fromtimestamp(int(timestamp), UTC).date().isoformat()
 
 
-def _window_api(days: dict[str, int], cap: int, queries: list[dict[str, str]]) -> Any:
-    """Per-day answers of an inclusive-bounds API that ignores ``offset`` and ``limit``
-    and holds at most ``cap`` days in a page; every day's events sit at its midnight."""
+def _calendar_api(days: dict[str, int], cap: int, queries: list[dict[str, str]]) -> Any:
+    """The issue's API: exclusive bounds, answers of at most ``cap`` calendar days from the
+    start's day (``offset`` counting calendar days), quiet days left out, and totals that
+    agree with the days. Every day's events sit at its noon."""
 
-    def per_day(query: dict[str, str]) -> dict[str, int]:
-        queries.append(query)
+    def inside(query: dict[str, str]) -> list[tuple[str, int]]:
         start, end = int(query["start_date"]), int(query["end_date"])
-        inside = [
-            (day, n) for day, n in days.items() if start <= midnight(date.fromisoformat(day)) <= end
-        ]
-        return dict(sorted(inside)[:cap])
+        return [(day, n) for day, n in days.items() if start < _noon(day) < end]
 
-    return per_day
+    def handler(request: httpx.Request) -> httpx.Response:
+        query = dict(request.url.params)
+        queries.append(query)
+        if not request.url.path.endswith("-per-day"):
+            return httpx.Response(200, json={"total": sum(n for _, n in inside(query))})
+        first = date.fromisoformat(_utc_day(query["start_date"])) + timedelta(
+            days=int(query.get("offset", 0))
+        )
+        last = first + timedelta(days=cap - 1)
+        page = [(d, n) for d, n in inside(query) if first <= date.fromisoformat(d) <= last]
+        return httpx.Response(200, json=dict(page))
+
+    return handler
 
 
-def test_offset_is_never_needed_whatever_the_page_cap() -> None:
-    plan = _days_plan(date(2024, 1, 1), date(2024, 3, 31))
-    days = {(date(2023, 12, 31) + timedelta(days=i)).isoformat(): i % 5 for i in range(92)}
-    days = {day: n for day, n in days.items() if n}  # every fifth day quiet
-    for cap in (1, 2, 7, 100):
+def _noon(day: str) -> int:
+    return midnight(date.fromisoformat(day)) + 43200
+
+
+def test_a_window_is_taken_only_when_it_adds_up_to_its_total() -> None:
+    """The issue's case: 150 days, 30 calendar days an answer, quiet days left out; every
+    day exact, no warning, and at most the documented 6 requests per day and kind."""
+    plan = _days_plan(date(2024, 1, 1), date(2024, 5, 29))
+    every = [date(2023, 12, 31) + timedelta(days=i) for i in range(151)]
+    days = {day.isoformat(): i % 5 for i, day in enumerate(every) if i % 5}  # a fifth quiet
+    for cap in (1, 2, 7, 30):
         queries: list[dict[str, str]] = []
-        fetcher = _fetch_fake(_fake_api(_window_api(days, cap, queries), total=10**6), plan)
+        fetcher = _fetch_fake(_calendar_api(days, cap, queries), plan)
         [history] = fetcher.histories
         assert history.counts["messages"] == {date.fromisoformat(d): n for d, n in days.items()}
-        assert not any("offset" in query for query in queries)
+        assert not fetcher.warnings
+        assert len(queries) <= 6 * 151 * 2 + 2 * 3 * 3, (cap, len(queries))
 
 
 def test_a_day_next_to_the_window_is_dropped_a_day_far_outside_is_an_error() -> None:
@@ -321,25 +339,37 @@ def test_a_day_next_to_the_window_is_dropped_a_day_far_outside_is_an_error() -> 
         before, after = _utc_day(query["start_date"]), _utc_day(query["end_date"])
         return {before: 4, **({"2024-01-10": 1} if before < "2024-01-10" < after else {}), after: 9}
 
-    [history] = _fetch_fake(_fake_api(near), plan).histories
+    def total(query: dict[str, str]) -> int:
+        return sum(near(query).values())
+
+    [history] = _fetch_fake(_fake_api(near, total), plan).histories
     assert history.counts["messages"] == {date(2024, 1, 10): 1}
-    handler = _fake_api(lambda _: {"2023-06-01": 1})
+    handler = _fake_api(lambda _: {"2023-06-01": 1}, lambda _: 1)
     with pytest.raises(BackfillError, match=r"asked for .* the answer holds 2023-06-01"):
         _fetch_fake(handler, plan)
 
 
-def test_totals_that_disagree_with_the_days_are_a_warning_or_with_strict_an_error() -> None:
+def test_days_the_endpoints_disagree_on_are_one_warning_or_with_strict_an_error() -> None:
     plan = _days_plan(date(2024, 1, 1), date(2024, 1, 31))
-    # Every day has 1, but the all-time total never moves: the API contradicts itself.
+    # Every day has 1 in the per-day answers, but the total of any window is 100.
     days = {(date(2023, 12, 31) + timedelta(days=i)).isoformat(): 1 for i in range(32)}
-    handler = _fake_api(_window_api(days, 100, []), total=100)
-    warnings = _fetch_fake(handler, plan).warnings
-    # At the end of Jan 16 the API says 100 less Jan 17's midnight event (its end is
-    # inclusive), while the total at the end of Jan 31 less the 15 days after says 85.
-    assert any("end of 2024-01-16 is 99" in w and "is 85 (off by -14)" in w for w in warnings)
-    assert all("CONNECTYCUBE_TIMEZONE" in warning for warning in warnings)
-    with pytest.raises(BackfillError, match="per-day and total endpoints disagree"):
-        _fetch_fake(handler, replace(plan, strict=True))
+
+    def per_day(query: dict[str, str]) -> dict[str, int]:
+        first, last = _utc_day(query["start_date"]), _utc_day(query["end_date"])
+        return {day: n for day, n in days.items() if first < day < last}
+
+    fetcher = _fetch_fake(_fake_api(per_day, lambda _: 100), plan)
+    disputes = [warning for warning in fetcher.warnings if "even asked alone" in warning]
+    assert [warning.split(":")[1] for warning in disputes] == [" messages", " dialogs broadcast"]
+    summary = "disagree on 32 day(s) even asked alone, first 2023-12-31, by up to +99"
+    assert all(summary in warning for warning in disputes)
+    zone = [warning for warning in fetcher.warnings if warning not in disputes]
+    assert zone, "the totals at the days' ends cannot add up either"
+    assert all("CONNECTYCUBE_TIMEZONE" in warning for warning in zone)
+    [history] = fetcher.histories
+    assert history.counts["messages"] == {date.fromisoformat(d): 1 for d in days}
+    with pytest.raises(BackfillError, match="per-day and total endpoints disagree on 32 day"):
+        _fetch_fake(_fake_api(per_day, lambda _: 100), replace(plan, strict=True))
 
 
 # --------------------------------------------------------------------------- progress, output

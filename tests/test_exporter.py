@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_follows_new_activity(exporter: Exporter, simulator: tuple[Simulator, st
     )
 
 
-def test_one_poll_is_ten_requests_with_bracketed_types(
+def test_one_poll_is_fifteen_requests_with_bracketed_types(
     exporter: Exporter, simulator: tuple[Simulator, str]
 ) -> None:
     sim, _ = simulator
@@ -87,21 +88,25 @@ def test_one_poll_is_ten_requests_with_bracketed_types(
         stats = sim.stats()
     finally:
         process.stop()
-    assert stats["requests"] == 10
+    # Per kind: the all-time total, and the per-day answer with the total that proves it.
+    assert stats["requests"] == 15
     dialog_queries = [r["query"] for r in stats["recent"] if "/dialogs/" in r["path"]]
-    assert sorted(re.findall(r"types\[\]=(\d+)", "&".join(dialog_queries))) == sorted("11223344")
+    types = re.findall(r"types\[\]=(\d+)", "&".join(dialog_queries))
+    assert sorted(types) == sorted("111222333444")
     assert all(re.fullmatch(r"[^%]*types\[\]=\d", q) for q in dialog_queries)
     for request in stats["recent"]:
         start_date, end_date = (int(v) for v in re.findall(r"_date=(\d+)", request["query"]))
         # Ends at tomorrow's UTC midnight: an inclusive end adds only tomorrow's first second.
         assert end_date % 86400 == 0
         assert end_date - 86400 < time.time() < end_date
-        if request["path"].endswith("-per-day"):
-            # Yesterday and today from a second before yesterday's midnight: an exclusive
-            # start still holds an event at exactly midnight.
+        if start_date != 1:  # all time, in a window: the API may refuse none
+            # Yesterday and today from a second before yesterday's midnight, per day and in
+            # total: an exclusive start still holds an event at exactly midnight.
             assert end_date - start_date == 2 * 86400 + 1
-        else:
-            assert start_date == 1  # all time, in a window: the API may refuse none
+    windows = Counter(
+        r["path"].endswith("-per-day") for r in stats["recent"] if "start_date=1&" not in r["query"]
+    )
+    assert windows == {True: 5, False: 5}
 
 
 def key_of(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
