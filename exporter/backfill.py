@@ -28,8 +28,16 @@ from zoneinfo import ZoneInfo
 from exporter import api, options, remote_write
 from exporter.client import APIError, StatsClient, limits_from, open_http
 from exporter.collector import COUNTS, Family
-from exporter.config import AppConfig, ConfigError, Settings, env_name, load_apps
+from exporter.config import (
+    MAX_KEY_FILE_BYTES,
+    AppConfig,
+    ConfigError,
+    Settings,
+    env_name,
+    load_apps,
+)
 from exporter.exposition import header, series
+from exporter.settingsfile import FileProblem, read_small_text
 
 COMMAND = f"{options.PROG} backfill"
 EARLIEST_SINCE = date(1970, 1, 3)  # the day before --since is fetched too, and after the epoch
@@ -177,6 +185,18 @@ def add_remote_write_arguments(group: argparse._ActionsContainer) -> None:
     )
 
 
+def read_secret(path: str, flag: str) -> str:
+    """A password or token file, read as key files are (small, regular, UTF-8), without
+    the whitespace around it."""
+    try:
+        text = read_small_text(Path(path), MAX_KEY_FILE_BYTES).strip()
+    except FileProblem as exc:
+        raise ValueError(f"{flag} {path}: {exc}") from None
+    if not text:
+        raise ValueError(f"{flag} {path}: the file is empty")
+    return text
+
+
 def make_endpoint(args: argparse.Namespace) -> remote_write.Endpoint | None:
     """The remote-write endpoint the arguments describe, credentials read; None without
     --remote-write-url. Raises ValueError for what does not fit together."""
@@ -219,8 +239,8 @@ def make_endpoint(args: argparse.Namespace) -> remote_write.Endpoint | None:
         url=args.remote_write_url,
         headers=tuple(args.remote_write_header),
         username=args.remote_write_username,
-        password=password and remote_write.read_secret(password, "--remote-write-password-file"),
-        bearer_token=token and remote_write.read_secret(token, "--remote-write-bearer-token-file"),
+        password=password and read_secret(password, "--remote-write-password-file"),
+        bearer_token=token and read_secret(token, "--remote-write-bearer-token-file"),
         ca_file=args.remote_write_ca_file,
         cert_file=args.remote_write_cert_file,
         key_file=args.remote_write_key_file,

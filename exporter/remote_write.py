@@ -17,7 +17,6 @@ import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import cramjam
@@ -89,7 +88,7 @@ def compress(payload: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to send and how: the credentials are read from files at the start."""
+    """Where to send and how."""
 
     url: str
     headers: tuple[tuple[str, str], ...] = ()
@@ -131,22 +130,8 @@ class Endpoint:
         if self.username is not None:
             auth = httpx.BasicAuth(self.username, self.password or "")
         headers.update(PROTOCOL_HEADERS)
-        # trust_env=False: no proxy, .netrc or SSL_CERT_FILE from the environment.
-        return httpx.Client(
-            headers=headers, auth=auth, verify=verify, timeout=TIMEOUT, trust_env=False
-        )
-
-
-def read_secret(path: str, what: str) -> str:
-    """The first line of a credentials file, as Prometheus reads its ``*_file`` options."""
-    try:
-        text = Path(path).read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or exc
-        raise ValueError(f"{what} {path}: cannot read: {reason}") from None
-    if not text:
-        raise ValueError(f"{what} {path}: is empty")
-    return text
+        # As the API client: HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE apply.
+        return httpx.Client(headers=headers, auth=auth, verify=verify, timeout=TIMEOUT)
 
 
 # ------------------------------------------------------------------ sending
