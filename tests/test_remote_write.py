@@ -12,7 +12,7 @@ import itertools
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +25,12 @@ from exporter.remote_write import Batch, batches, write_request
 from tests.conftest import require_tool
 from tests.pki import PKI
 from tests.prometheus_server import PrometheusServer, free_port
-from tests.simulator import Simulator, start_simulator
+from tests.simulator import (
+    DIALOGS_PER_DAY_PATH,
+    MESSAGES_PER_DAY_PATH,
+    Simulator,
+    start_simulator,
+)
 from tests.test_backfill import (
     DIALOG_TYPES,
     JOB_LABELS,
@@ -290,6 +295,22 @@ def test_a_failing_endpoint_is_retried_after_retry_after_with_credentials_and_he
     for _, sent_headers, sent_body in flaky.requests:  # the ConnectyCube key stays home
         assert KEY not in str(sent_headers)
         assert KEY.encode() not in bytes(cramjam.snappy.decompress_raw(sent_body))
+
+
+@pytest.mark.slow
+def test_nothing_is_sent_when_the_api_fails(
+    served: Callable[[Simulator], str], endpoint: Any
+) -> None:
+    """The API answers 403 to the dialogs' per-day pages: the messages are all in, and
+    still not one request reaches the endpoint."""
+    sim = Simulator(api_keys=[KEY], timezone=ZONE, history_days=40)
+    sim.set_faults(status=403, paths=[DIALOGS_PER_DAY_PATH])
+    waiting = endpoint([])
+    result = backfill_to(served(sim), waiting.url, local_today(ZONE) - timedelta(30))
+    assert result.returncode == 1
+    assert "failed, nothing written" in one_line(result.stderr)
+    assert sim.stats()["by_path"][MESSAGES_PER_DAY_PATH] > 0
+    assert waiting.requests == []
 
 
 @pytest.mark.slow
