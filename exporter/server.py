@@ -13,7 +13,10 @@ clients may hold:
 - at most ``max_client_connections`` per client address (a /64 for IPv6);
 - at most ``max_connections``: when full, a new connection displaces the one that has
   waited longest for its first request, else the keep-alive one idle longest, never one
-  being answered. Slow clients displace only each other; a scraper's connection goes last.
+  being answered. Slow clients displace only each other; a scraper's connection goes last;
+- at most ``max_connections + accept_headroom`` sockets, so that the open files limit holds
+  them: the kernel's listen queue keeps the rest until one closes. If descriptors run out
+  anyway, the cap comes down and waiting connections give theirs back.
 """
 
 from __future__ import annotations
@@ -204,10 +207,10 @@ class Server:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc)
+                else:  # e.g. aborted while queued; the next readiness tries again
                     log.debug("accepting a connection failed: %s", _reason(exc))
-                    continue
-                self._out_of_descriptors(exc)
                 return
             self._sockets += 1
             task = self.loop.create_task(self._start(_Connection(self), sock))
