@@ -11,7 +11,9 @@ verifies it, so it needs ``client_ca_file``; TLS 1.3 ``cipher_suites`` are ignor
 of several ``curve_preferences`` (Python 3.11 sets one), OpenSSL's default list stays;
 ``http2`` is ignored; ``client_allowed_sans`` and ``rate_limit`` are refused. Stricter than the
 toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``, ``client_ca`` alike), a
-missing certificate or key, and ``:`` in user names.
+missing certificate or key, ``:`` in user names, and a ``min_version`` that the linked
+OpenSSL will not negotiate (OpenSSL 3 refuses TLS 1.0 and 1.1 at its security level), as a
+trial handshake in memory finds.
 """
 
 from __future__ import annotations
