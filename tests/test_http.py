@@ -252,11 +252,11 @@ def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> Non
     assert asyncio.run(flood()) == [401, 401, 503, 503, 503]
 
 
-# --- the HTTP edges, over a real exporter's socket -------------------------------------------
+# --- the HTTP edges, over a real exporter's socket ---------------------------------------
 
 
 @pytest.fixture(scope="module")
-def exporter() -> Iterator[Exporter]:
+def demo() -> Iterator[Exporter]:
     process = Exporter(["--demo"])
     try:
         yield process
@@ -264,10 +264,10 @@ def exporter() -> Iterator[Exporter]:
         process.stop()
 
 
-def exchange(exporter: Exporter, *pieces: bytes, quiet: float = 2.0) -> tuple[list[int], bool]:
+def exchange(demo: Exporter, *pieces: bytes, quiet: float = 2.0) -> tuple[list[int], bool]:
     """Send ``pieces`` (a moment apart: separate reads), then read until the server closes or
     says nothing for ``quiet`` seconds: the status of each answer, and whether it closed."""
-    host, port = exporter.url.removeprefix("http://").rsplit(":", 1)
+    host, port = demo.url.removeprefix("http://").rsplit(":", 1)
     data = b""
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         for piece in pieces:
@@ -298,17 +298,17 @@ SMUGGLED = b"GET /-/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
     ],
     ids=["length-first", "chunked-first"],
 )
-def test_a_request_framed_twice_is_answered_then_closed(exporter: Exporter, framing: bytes) -> None:
+def test_a_request_framed_twice_is_answered_then_closed(demo: Exporter, framing: bytes) -> None:
     """RFC 9112 6.1: the server MUST close. A proxy that framed it by Content-Length took
     the request hidden in the chunked body for body: it must never be answered."""
     request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + SMUGGLED
-    assert exchange(exporter, request) == ([200], True)
+    assert exchange(demo, request) == ([200], True)
 
 
 @pytest.mark.parametrize("version", [b"2.0", b"3.0", b"0.9"])
-def test_an_http_major_version_other_than_1_gets_505(exporter: Exporter, version: bytes) -> None:
+def test_an_http_major_version_other_than_1_gets_505(demo: Exporter, version: bytes) -> None:
     request = b"GET /metrics HTTP/" + version + b"\r\nHost: x\r\n\r\n"
-    assert exchange(exporter, request) == ([505], True)
+    assert exchange(demo, request) == ([505], True)
 
 
 OPENMETRICS = "application/openmetrics-text"
@@ -340,8 +340,8 @@ PROMETHEUS_3 = (
         ("", "text/plain"),
     ],
 )
-def test_content_negotiation(exporter: Exporter, accept: str, expected: str) -> None:
-    response = exporter.get("/metrics", Accept=accept)
+def test_content_negotiation(demo: Exporter, accept: str, expected: str) -> None:
+    response = demo.get("/metrics", Accept=accept)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith(expected + ";")
     assert response.text.endswith("# EOF\n") == (expected == OPENMETRICS)
@@ -354,18 +354,18 @@ def head_of(size: int, line_end: bytes = b"\r\n") -> bytes:
     return start + b"a" * pad + line_end + line_end
 
 
-def test_the_head_limit_counts_the_bytes_sent(exporter: Exporter) -> None:
+def test_the_head_limit_counts_the_bytes_sent(demo: Exporter) -> None:
     limit = 16 * 1024
     assert len(head_of(limit)) == limit
-    assert exchange(exporter, head_of(limit), quiet=0.5) == ([200], False)
-    assert exchange(exporter, head_of(limit + 1)) == ([431], True)
+    assert exchange(demo, head_of(limit), quiet=0.5) == ([200], False)
+    assert exchange(demo, head_of(limit + 1)) == ([431], True)
 
 
-def test_a_head_of_12_kb_in_short_lines_is_under_the_limit(exporter: Exporter) -> None:
+def test_a_head_of_12_kb_in_short_lines_is_under_the_limit(demo: Exporter) -> None:
     """Bare LF ends lines too: 3,000 headers of 4 bytes each."""
     head = b"GET /-/healthy HTTP/1.1\nHost: x\n" + b"x:1\n" * 3000 + b"\n"
     assert 12_000 < len(head) < 12_100
-    assert exchange(exporter, head, quiet=0.5) == ([200], False)
+    assert exchange(demo, head, quiet=0.5) == ([200], False)
 
 
 @pytest.mark.parametrize(
@@ -380,8 +380,8 @@ def test_a_head_of_12_kb_in_short_lines_is_under_the_limit(exporter: Exporter) -
     ids=["crlf", "several", "split", "keep-alive", "pipelined"],
 )
 def test_empty_lines_before_a_request_line_are_ignored(
-    exporter: Exporter, pieces: tuple[bytes, ...]
+    demo: Exporter, pieces: tuple[bytes, ...]
 ) -> None:
     """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request."""
     expected = [200] * sum(piece.count(b"GET ") for piece in pieces)
-    assert exchange(exporter, *pieces, quiet=0.5) == (expected, False)
+    assert exchange(demo, *pieces, quiet=0.5) == (expected, False)
