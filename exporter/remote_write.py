@@ -170,7 +170,7 @@ def batches(
         yield cut(len(stamps))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
     if not value:
         return None
@@ -215,7 +215,7 @@ def send(
                     retried = response.status_code == 429 or response.status_code >= 500
                     if not retried:
                         raise RemoteWriteError(endpoint.redact(problem))
-                    wait = _retry_after(response) or wait
+                    wait = retry_after(response) or wait
                 if attempt == ATTEMPTS:
                     raise RemoteWriteError(
                         endpoint.redact(f"{problem} (after {ATTEMPTS} attempts)")

@@ -8,6 +8,7 @@ Expected counts come from the simulator's ground truth; the receiver is the mach
 from __future__ import annotations
 
 import base64
+import email.utils
 import itertools
 import ssl
 import threading
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import cramjam
+import httpx
 import pytest
 
-from exporter.remote_write import Batch, batches, write_request
+from exporter.remote_write import MAX_RETRY_AFTER, Batch, batches, retry_after, write_request
 from tests.conftest import require_tool
 from tests.pki import PKI
 from tests.prometheus_server import PrometheusServer, free_port
@@ -397,3 +399,16 @@ def test_bad_remote_write_arguments_are_exit_2(args: list[str], problem: str) ->
     result = run_backfill("http://127.0.0.1:9/", "--since", since, *args)
     assert result.returncode == 2, result.stderr
     assert problem in one_line(result.stderr)
+
+
+def test_retry_after_in_seconds_or_as_a_date_and_capped() -> None:
+    def wait(value: str) -> float | None:
+        return retry_after(httpx.Response(503, headers={"Retry-After": value}))
+
+    assert wait("7") == 7
+    assert wait("86400") == MAX_RETRY_AFTER
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    assert 100 < (wait(later) or 0) <= 120
+    assert wait(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0
+    assert wait("soon") is None
+    assert retry_after(httpx.Response(503)) is None
