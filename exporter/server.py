@@ -90,9 +90,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _READ_SIZE = 64 * 1024
 _REPORT_EVERY = 60.0  # seconds between warnings that connections are turned away
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+_OUT_OF_RESOURCES = (*_OUT_OF_FILES, errno.ENOBUFS, errno.ENOMEM)
 _MIN_CONNECTIONS = 16  # the cap never comes down further: probes and a scraper still fit
 _ACCEPT_RETRY_SECONDS = 0.1  # accepting again after running out, if no socket closed since
+_CAP_LOWER_SECONDS = 1.0  # the cap is halved at most this often, however often accept fails
+_CAP_RESTORE_SECONDS = 60.0  # without running out again, a lowered cap doubles back up
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -150,7 +153,10 @@ class Server:
         self._out_of_files = _Report(
             "HTTP server out of file descriptors: connections waiting for a request closed"
         )
+        self._out_of_memory = _Report("HTTP server out of kernel memory: accepting paused")
         self.max_connections = self.limits.max_connections  # lowered if descriptors run out
+        self._restore: asyncio.TimerHandle | None = None
+        self._lowered_at = -_CAP_LOWER_SECONDS
         self.read_buffer = memoryview(bytearray(_READ_SIZE))  # each read is copied out at once
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(_quiet_exception_handler)
@@ -220,14 +226,22 @@ class Server:
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """The budget was wrong: something else holds descriptors, or the whole system is
-        out (ENFILE). The cap comes down, connections waiting for a request give theirs
-        back, so that polls and probes get some; accepting resumes in a moment."""
+        out (ENFILE). The cap is halved (at most once a second), those waiting for a request
+        give theirs back down to it, so that polls and probes get some; accepting resumes in
+        a moment, and the cap climbs back once descriptors have stopped running out. Out of
+        kernel memory (ENOBUFS, ENOMEM), accepting only pauses."""
         self._pause_accepting()
         self.loop.call_later(_ACCEPT_RETRY_SECONDS, self._accept_again)
-        # Within what was open when accept failed: room for those in transit, and as much
-        # again given back to the rest of the process.
-        held = self._sockets - 2 * self.limits.accept_headroom
-        self.max_connections = max(_MIN_CONNECTIONS, min(self.max_connections, held))
+        if exc.errno not in _OUT_OF_FILES:
+            self._out_of_memory(_reason(exc))
+            return
+        if self.loop.time() - self._lowered_at >= _CAP_LOWER_SECONDS:
+            self._lowered_at = self.loop.time()
+            floor = min(_MIN_CONNECTIONS, self.limits.max_connections)
+            self.max_connections = max(floor, self.max_connections // 2)
+        if self._restore is not None:
+            self._restore.cancel()
+        self._restore = self.loop.call_later(_CAP_RESTORE_SECONDS, self._raise_cap)
         while len(self._open) > self.max_connections:
             oldest = self._waiting_longest()
             if oldest is None:
@@ -236,6 +250,14 @@ class Server:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         latest = f"{_reason(exc)} (ulimit -n {limit}); connections now capped at"
         self._out_of_files(f"{latest} {self.max_connections}")
+
+    def _raise_cap(self) -> None:
+        """A minute without running out of descriptors: double the cap, up to the setting."""
+        self.max_connections = min(self.limits.max_connections, 2 * self.max_connections)
+        self._restore = None
+        if self.max_connections < self.limits.max_connections:
+            self._restore = self.loop.call_later(_CAP_RESTORE_SECONDS, self._raise_cap)
+        self._accept_again()
 
     async def _start(self, connection: _Connection, sock: socket.socket) -> None:
         try:
@@ -492,6 +514,7 @@ class _Connection(asyncio.BufferedProtocol):
                 names = {name for name, _ in event.headers}
                 close = {b"content-length", b"transfer-encoding"} <= names
                 close = close or not isinstance(parser.next_event(), h11.EndOfMessage)
+                self.fed = len(parser.trailing_data[0])  # less an empty body and trailers
                 self._enter_answer()
                 self.transport.pause_reading()  # a pipelined request waits in the socket
                 answer = self._answer(parser, _request(event, self.client), close)

@@ -287,6 +287,8 @@ def exchange(demo: Exporter, *pieces: bytes, quiet: float = 2.0) -> tuple[list[i
 
 
 HEALTHY = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+# An empty chunked body, read with the head; its trailer section is where bytes can hide.
+CHUNKED = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
 SMUGGLED = b"GET /-/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -376,8 +378,9 @@ def test_a_head_of_12_kb_in_short_lines_is_under_the_limit(demo: Exporter) -> No
         (b"\r", b"\n", HEALTHY),  # read apart
         (HEALTHY, b"\r\n" + HEALTHY),  # on keep-alive
         (HEALTHY + b"\r\n" + HEALTHY,),  # pipelined
+        (CHUNKED + b"\r\n", b"\r\n" + HEALTHY),  # after a request's (empty) body
     ],
-    ids=["crlf", "several", "split", "keep-alive", "pipelined"],
+    ids=["crlf", "several", "split", "keep-alive", "pipelined", "after-a-body"],
 )
 def test_empty_lines_before_a_request_line_are_ignored(
     demo: Exporter, pieces: tuple[bytes, ...]
@@ -385,3 +388,10 @@ def test_empty_lines_before_a_request_line_are_ignored(
     """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request."""
     expected = [200] * sum(piece.count(b"GET ") for piece in pieces)
     assert exchange(demo, *pieces, quiet=0.5) == (expected, False)
+
+
+def test_a_body_and_its_trailers_are_not_counted_in_the_next_head(demo: Exporter) -> None:
+    """The head limit counts each head as sent: 12 KB of trailers, then a 6 KB head."""
+    trailers = CHUNKED + b"X-Trailer: " + b"a" * 12_000 + b"\r\n\r\n"
+    head = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 6_000 + b"\r\n\r\n"
+    assert exchange(demo, trailers, head, quiet=0.5) == ([200, 200], False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import resource
 import select
 import socket
@@ -806,3 +807,68 @@ def test_running_out_of_descriptors_is_one_warning_and_probes_and_polls_go_on(
     assert "Too many open files" in warnings[0]
     assert "Traceback" not in exporter.logs
     assert "out of system resource" not in exporter.logs
+
+
+def held_by_the_server(url: str, count: int) -> int:
+    """Of ``count`` silent connections opened from 30 addresses, how many the server still
+    holds a moment later (it closes those that give way to newer ones)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    addresses = sources(30)
+    connections = [
+        socket.create_connection((host, int(port)), source_address=(addresses[n % 30], 0))
+        for n in range(count)
+    ]
+    try:
+        time.sleep(1.5)
+        readable, _, _ = select.select(connections, [], [], 0)
+        return count - sum(sock.recv(1) == b"" for sock in readable)
+    finally:
+        for sock in connections:
+            sock.close()
+
+
+def run_out_of_descriptors(exporter: Exporter, soft: int) -> None:
+    """Lower the exporter's limit to ``soft`` under it, run it out with a burst of
+    connections, then give it its limit back."""
+    resource.prlimit(exporter.process.pid, resource.RLIMIT_NOFILE, (soft, OPEN_FILES))
+    with burst_of_connections(exporter.url, 1000):
+        exporter.wait_for_log("out of file descriptors", 20)
+    resource.prlimit(exporter.process.pid, resource.RLIMIT_NOFILE, (OPEN_FILES, OPEN_FILES))
+    time.sleep(1)  # the burst's sockets closed
+
+
+@pytest.mark.slow
+def test_running_out_once_halves_the_cap_not_down_to_its_floor(
+    simulator: tuple[Simulator, str],
+) -> None:
+    """A moment without descriptors (another part of the process, or ENFILE) must not leave
+    the server with 16 connections for good: the cap is halved at most once a second, and
+    climbs back a minute after (docs/reliability.md)."""
+    _, api = simulator
+    raise_open_files_limit(BURST + 1024)
+    exporter = start_exporter(api, key=SECRET_KEY, open_files=OPEN_FILES)
+    try:
+        exporter.wait_for_value("connectycube_up", 1, app="default")
+        # Something else holds the descriptors: the server holds next to none.
+        run_out_of_descriptors(exporter, len(os.listdir(f"/proc/{exporter.process.pid}/fd")) + 8)
+        # 80 fit in any cap's budget (cap + 64 accepted): the cap alone decides.
+        assert held_by_the_server(exporter.url, 80) >= 64
+        probes_and_polls_go_on(exporter)
+    finally:
+        assert exporter.stop() == 0
+
+
+@pytest.mark.slow
+def test_running_out_never_raises_a_cap_set_lower(simulator: tuple[Simulator, str]) -> None:
+    _, api = simulator
+    raise_open_files_limit(BURST + 1024)
+    exporter = start_exporter(
+        api, "--web-max-connections", "4", key=SECRET_KEY, open_files=OPEN_FILES
+    )
+    try:
+        exporter.wait_for_value("connectycube_up", 1, app="default")
+        assert held_by_the_server(exporter.url, 40) == 4
+        run_out_of_descriptors(exporter, len(os.listdir(f"/proc/{exporter.process.pid}/fd")) + 8)
+        assert held_by_the_server(exporter.url, 40) == 4
+    finally:
+        assert exporter.stop() == 0
