@@ -587,9 +587,10 @@ def check(figures: dict[str, Any], exporter: Exporter) -> None:
     assert during["connections"] >= 0.9 * figures["can_hold"]  # the load was really there
     assert figures["slow_clients"]["closed_by_server"] > 0  # and the deadlines cut it
     assert after["threads"] == before["threads"] == during["threads"]
-    # Files: the HTTP connections are all closed; the poller's come and go.
+    # Files: the HTTP connections are all closed; the poller's come and go (a poll's 15
+    # requests, each on a connection of its own, and the pool keeps some alive).
     assert after["connections"] == before["connections"] == 0
-    assert after["files"] <= before["files"] + 10
+    assert after["files"] <= before["files"] + 20
     # Memory: every object a connection held is freed (test_connections_leave_nothing);
     # the allocator keeps the pages of the burst for the next one.
     assert after["rss_kib"] - before["rss_kib"] < 24 * 1024, figures
