@@ -144,9 +144,9 @@ def test_a_tag_publishes_the_wheel_and_sdist_to_a_release_and_to_pypi() -> None:
 
 def test_the_readme_quick_start_installs_what_pypi_publishes() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```sh\n(.*?)```", readme.split("## Quick start", 1)[1], re.S)
-    assert block is not None
-    commands = block[1].splitlines()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", quick_start, re.S)
+    [commands] = [block.splitlines() for block in blocks if "check && " in block]
     name = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
     assert commands[0] == f"pipx install {name}"
     assert commands[-1] == "connectycube-exporter check && connectycube-exporter"
