@@ -50,9 +50,11 @@ class Exporter:
         args: list[str],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        started: Callable[[subprocess.Popen[str]], None] = lambda process: None,
         **http_options: Any,
     ):
-        """``http_options`` go to every httpx request (``verify``, ``cert``, ``auth``)."""
+        """``http_options`` go to every httpx request (``verify``, ``cert``, ``auth``);
+        ``started`` is called with the process as soon as it runs, before it listens."""
         self.http_options = http_options
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
         command = [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1:0", *args]
@@ -69,6 +71,7 @@ class Exporter:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         try:
+            started(self.process)
             self.url = wait_until(self._listening_url, 20, "the exporter to listen")
         except BaseException:
             self.process.kill()  # never leave a stray exporter behind a failed start

@@ -33,8 +33,14 @@ def snapshot_of(*apps: AppSnapshot) -> Snapshot:
 def exposition_of(
     snapshot: Snapshot, now: float = NOW, max_staleness: float = float("inf")
 ) -> Exposition:
+    # Both clocks read ``now``: readings stamped NOW are that old on either.
     return Exposition(
-        lambda: snapshot, ZONE, max_staleness, CollectorRegistry(auto_describe=False), lambda: now
+        lambda: snapshot,
+        ZONE,
+        max_staleness,
+        CollectorRegistry(auto_describe=False),
+        lambda: now,
+        lambda: now,
     )
 
 
@@ -166,7 +172,7 @@ def test_counts_older_than_the_staleness_limit_are_dropped() -> None:
 
 def reference_families(snapshot: Snapshot, now: float) -> CollectorRegistry:
     """The same samples as prometheus_client's own metric families, for comparison."""
-    view = View.at(now, ZONE, float("inf"))
+    view = View.at(now, now, ZONE, float("inf"))
     families = [
         (GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily)(
             f.name, f.help, labels=list(f.labels)
@@ -215,7 +221,12 @@ def test_a_new_snapshot_or_a_new_day_changes_the_body() -> None:
     current = {"snapshot": snapshot_of(healthy_app())}
     clock = {"now": NOW}
     exposition = Exposition(
-        lambda: current["snapshot"], ZONE, float("inf"), CollectorRegistry(), lambda: clock["now"]
+        lambda: current["snapshot"],
+        ZONE,
+        float("inf"),
+        CollectorRegistry(),
+        lambda: clock["now"],
+        lambda: clock["now"],
     )
     first = parse_metrics(exposition.render().decode())
     assert value(first, "connectycube_messages_sent_today", app="prod") == 7
