@@ -109,16 +109,18 @@ class View:
     today: date
     oldest: float  # a count fetched before this is stale
     max_staleness: float
-    next_midnight: float  # when ``today`` ends, as the wall clock says now
-    wall_offset: float  # the wall clock minus the monotonic clock, now
+    next_midnight: float  # when ``today`` ends, as the wall clock says
+    wall_offset: float  # the wall clock minus the monotonic clock
 
     @classmethod
-    def at(cls, now: float, monotonic: float, zone: ZoneInfo, max_staleness: float) -> View:
-        """The view at wall clock time ``now``, monotonic time ``monotonic``."""
+    def at(
+        cls, now: float, monotonic: float, wall_offset: float, zone: ZoneInfo, max_staleness: float
+    ) -> View:
+        """The view at wall clock time ``now``, monotonic time ``monotonic``, the clocks
+        ``wall_offset`` apart (as last measured: see ``Exposition.render``)."""
         today = local_day(now, zone)
-        offset = now - monotonic
-        tomorrow = day_start(today + timedelta(days=1), zone) - offset
-        return cls(today, monotonic - max_staleness, max_staleness, tomorrow, offset)
+        tomorrow = day_start(today + timedelta(days=1), zone) - wall_offset
+        return cls(today, monotonic - max_staleness, max_staleness, tomorrow, wall_offset)
 
 
 def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:

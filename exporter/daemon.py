@@ -139,6 +139,8 @@ async def _reloads(
             reason = str(exc)
         except TimeoutError:
             reason = f"the files were not read within {RELOAD_TIMEOUT_SECONDS:g}s"
+        except Exception as exc:  # a bug, not a bad file: this reload fails, not the next
+            reason = f"unexpected {type(exc).__name__}"  # its words might quote a key
         if wanted.is_set():
             continue  # overtaken by a newer signal
         if apps is None:

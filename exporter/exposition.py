@@ -103,7 +103,9 @@ class Exposition:
         self._bodies: dict[bool, _Body] = {}  # by format: OpenMetrics or not
         self._made_from: Snapshot | None = None  # the snapshot of the bodies
         self._expires = 0.0  # when the bodies' first sample goes stale or the day ends
-        self._wall_offset = 0.0  # of the view the bodies were made in
+        # The wall clock minus the monotonic clock, measured again only when it steps:
+        # times shown stay the same from one scrape to the next.
+        self._wall_offset = 0.0
 
     def render(self, openmetrics: bool = False, compress: bool = False) -> bytes:
         """The full /metrics body in the classic text format or OpenMetrics."""
@@ -112,12 +114,12 @@ class Exposition:
         with self._lock:
             if abs(now - moment - self._wall_offset) >= CLOCK_STEP_SECONDS:
                 # The wall clock stepped: every app's day and times are placed again.
+                self._wall_offset = now - moment
                 self._apps, self._made_from = {}, None
             if snapshot is not self._made_from or moment >= self._expires:
                 self._bodies = {}
                 self._expires = self._refresh(snapshot, now, moment)
                 self._made_from = snapshot
-                self._wall_offset = now - moment
             body = self._bodies.get(openmetrics)
             if body is None:
                 body = self._bodies[openmetrics] = _Body(self._assemble(snapshot, openmetrics))
@@ -127,7 +129,7 @@ class Exposition:
     def _refresh(self, snapshot: Snapshot, now: float, moment: float) -> float:
         """Render the apps that changed; the (monotonic) time until which every app's
         lines hold."""
-        view = self._view(now, moment)
+        view = self._view(now, moment, self._wall_offset)
         current: dict[str, _AppLines] = {}
         for name, app in snapshot.apps.items():
             cached = self._apps.get(name)
