@@ -537,17 +537,30 @@ def test_a_storm_of_reloads_never_starves_the_live_apps(tmp_path: Path) -> None:
         server.stop()
 
 
+def holds_sighup(pid: int) -> bool:
+    """Whether the process blocks SIGHUP now, so that one sent waits (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(int(blocked, 16) & 1 << (signal.SIGHUP - 1))
+
+
 @pytest.mark.parametrize("delay", [0.1, 0.3, 0.5, 0.7, 0.9])
 def test_a_sighup_during_start_is_read_once_started(
     tmp_path: Path, silent_api: str, delay: float
 ) -> None:
     config = tmp_path / "apps.yml"
     write_yaml_apps(config, many_apps(1000, silent_api))
+    new_file = tmp_path / "next.yml"
+    write_yaml_apps(new_file, many_apps(1001, silent_api))
 
     def hang_up(process: subprocess.Popen[str]) -> None:
-        # A config reloader: a new file, and a SIGHUP, at some moment of the start.
-        time.sleep(delay)
-        write_yaml_apps(config, many_apps(1001, silent_api))
+        # A config reloader: a new file, and a SIGHUP, at some moment of the start. Only
+        # once SIGHUP is held: nothing can hold it before Python runs the exporter's first
+        # line, tens of milliseconds after exec on an idle machine, more on a busy one.
+        sent_at = time.monotonic() + delay
+        wait_until(lambda: holds_sighup(process.pid), 10, "SIGHUP held from the start")
+        time.sleep(max(0.0, sent_at - time.monotonic()))
+        os.replace(new_file, config)
         process.send_signal(signal.SIGHUP)
 
     process = Exporter(["--config-file", str(config)], started=hang_up)
