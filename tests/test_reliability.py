@@ -479,7 +479,7 @@ def test_a_removed_app_gives_back_its_request_slots_at_once(
     prod = {"name": "prod", "api_key": SECRET_KEY}
     write_yaml_apps(config, [prod])
     flags = ["--config-file", str(config), "--max-concurrent-requests", "1"]
-    timing = ["--poll-interval-seconds", "60", "--request-timeout-seconds", "40"]
+    timing = ["--poll-interval-seconds", "60", "--request-timeout-seconds", "3"]
     process = start_exporter(url, *flags, *timing)
     try:
         process.wait_for_value("connectycube_up", 1, app="prod")
@@ -488,7 +488,9 @@ def test_a_removed_app_gives_back_its_request_slots_at_once(
         write_yaml_apps(config, [prod, {"name": "slow", "api_key": OTHER_KEY}])
         process.process.send_signal(signal.SIGHUP)
         wait_until(lambda: sim.stats()["in_flight"] == 1, 10, "slow's request to hang")
-        # slow removed, prod changed (so polled at once): prod's poll must get the slot.
+        # slow removed, prod changed (so polled at once): prod's poll must get the slot once
+        # slow's request on the wire ends (3 s at most), not when slow's poll would have
+        # (its retries and other requests, up to its 54 s deadline).
         write_yaml_apps(config, [{**prod, "dialog_types": [2]}])
         process.process.send_signal(signal.SIGHUP)
         process.wait_for_log("reloaded: polling 1 app")
@@ -525,9 +527,13 @@ def test_a_storm_of_reloads_never_starves_the_live_apps(tmp_path: Path) -> None:
             write_yaml_apps(config, apps["b" if turn % 2 == 0 else "a"])
             process.process.send_signal(signal.SIGHUP)
             time.sleep(0.3)
+        sim.reset_stats()
         # 200 polls of 4 requests, 16 at a time, 0.1 s each: 5 s, well within the deadline.
         live = {f"b-{i}" for i in range(200)}
         wait_until(lambda: exported_apps(process, up=True) == live, 60, "every live app up")
+        # Every request slot at work, and never more requests than slots: none lost with the
+        # polls cancelled on the way, none given back before its request ended.
+        assert sim.stats()["peak_in_flight"] == 16
         assert exported_apps(process) == live
         assert "no request slot free" not in process.logs
         assert "poll failed" not in process.logs
