@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 from pydantic import SecretStr
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # A subcommand only as the first word: any other command line runs the daemon as ever.
     if argv and argv[0] in SUBCOMMANDS:
+        # Only the daemon reloads on SIGHUP: for a one-off command it ends the process.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     settings: Settings | None = None

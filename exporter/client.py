@@ -312,22 +312,12 @@ class StatsClient:
             raise APITimeout(path, "no request slot free before the poll deadline") from None
         self.requests += 1
         budget = max(min(self._limits.request_timeout, deadline - time.monotonic()), 0)
-        try:
-            # httpx's timeouts bound each read; this bounds the whole answer, so that a
-            # body trickling in a byte at a time cannot hold the poll.
-            async with asyncio.timeout(budget):
-                async with self._http.stream("GET", url, headers=headers) as response:
-                    body = await self._read_capped(response, path)
-        except (TimeoutError, httpx.TimeoutException):
-            raise APITimeout(path, f"timed out after {budget:.3g}s") from None
-        except httpx.TransportError as exc:
-            detail = str(exc).strip()
-            reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-            raise APIConnectionError(path, _scrub(reason, app)) from None
-        except zlib.error:
-            raise APIInvalidResponse(path, "compressed answer does not decode") from None
-        finally:
-            self._slots.release()
+        # The exchange runs to its end even when the poll is cancelled (a reload dropped the
+        # app): httpcore's pool can lose a connection for good to a request cancelled
+        # mid-way (encode/httpcore#1093). Its slot comes back when it ends, within budget.
+        exchange = asyncio.ensure_future(self._exchange(app, url, headers, path, budget))
+        exchange.add_done_callback(_ignore_outcome)
+        response, body = await asyncio.shield(exchange)
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
@@ -345,6 +335,27 @@ class StatsClient:
             reason = f"HTTP {response.status_code}" + (f": {message}" if message else "")
             raise APIStatusError(path, reason, response.status_code)
         return payload
+
+    async def _exchange(
+        self, app: AppConfig, url: str, headers: dict[str, str], path: str, budget: float
+    ) -> tuple[httpx.Response, bytes]:
+        """A request and its whole answer, under a request slot it gives back at the end."""
+        try:
+            # httpx's timeouts bound each read; this bounds the whole answer, so that a
+            # body trickling in a byte at a time cannot hold the poll.
+            async with asyncio.timeout(budget):
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    return response, await self._read_capped(response, path)
+        except (TimeoutError, httpx.TimeoutException):
+            raise APITimeout(path, f"timed out after {budget:.3g}s") from None
+        except httpx.TransportError as exc:
+            detail = str(exc).strip()
+            reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+            raise APIConnectionError(path, _scrub(reason, app)) from None
+        except zlib.error:
+            raise APIInvalidResponse(path, "compressed answer does not decode") from None
+        finally:
+            self._slots.release()
 
     async def _read_capped(self, response: httpx.Response, path: str) -> bytes:
         """The body, refused once it decodes to more than any real answer.
@@ -367,6 +378,12 @@ class StatsClient:
         if decoder is not None and not decoder.eof:
             raise APIInvalidResponse(path, "compressed answer ends early")
         return bytes(body)
+
+
+def _ignore_outcome(exchange: asyncio.Future[Any]) -> None:
+    """Marks an exchange's error as seen: the poll that awaited it may be gone."""
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 def parse_retry_after(value: str) -> float | None:

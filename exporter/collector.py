@@ -103,18 +103,24 @@ Sample = tuple[int, tuple[str, ...], float]  # index into APP_FAMILIES, label va
 
 @dataclass(frozen=True)
 class View:
-    """What one moment shows of the snapshot: the day, and counts not older than this."""
+    """What one moment shows of the snapshot: the day, and counts not older than this.
+    Times are on the monotonic clock, as the snapshot's (see ``exporter.snapshot``)."""
 
     today: date
     oldest: float  # a count fetched before this is stale
     max_staleness: float
-    next_midnight: float  # when ``today`` ends
+    next_midnight: float  # when ``today`` ends, as the wall clock says
+    wall_offset: float  # the wall clock minus the monotonic clock
 
     @classmethod
-    def at(cls, now: float, zone: ZoneInfo, max_staleness: float) -> View:
+    def at(
+        cls, now: float, monotonic: float, wall_offset: float, zone: ZoneInfo, max_staleness: float
+    ) -> View:
+        """The view at wall clock time ``now``, monotonic time ``monotonic``, the clocks
+        ``wall_offset`` apart (as last measured: see ``Exposition.render``)."""
         today = local_day(now, zone)
-        tomorrow = day_start(today + timedelta(days=1), zone)
-        return cls(today, now - max_staleness, max_staleness, tomorrow)
+        tomorrow = day_start(today + timedelta(days=1), zone) - wall_offset
+        return cls(today, monotonic - max_staleness, max_staleness, tomorrow, wall_offset)
 
 
 def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:
@@ -140,7 +146,8 @@ def app_samples(app: AppSnapshot, view: View) -> tuple[list[Sample], float]:
     base = len(COUNTS)
     samples.append((base, (app.name,), 1.0 if app.up else 0.0))
     if app.last_success is not None:
-        samples.append((base + 1, (app.name,), app.last_success))
+        # On today's wall clock: never later than now, whatever steps the clock took since.
+        samples.append((base + 1, (app.name,), app.last_success + view.wall_offset))
     if app.last_poll_duration is not None:
         samples.append((base + 2, (app.name,), app.last_poll_duration))
     for outcome, number in sorted(app.polls.items()):

@@ -12,7 +12,6 @@ import logging
 import signal
 from collections.abc import Callable
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 
 from exporter.client import StatsClient, limits_from, open_http
@@ -20,6 +19,7 @@ from exporter.config import AppConfig, ConfigError, Settings, env_name
 from exporter.exposition import Exposition
 from exporter.http import create_app
 from exporter.poller import Poller
+from exporter.schedule import steady_scheduler
 from exporter.server import Limits, Server, raise_open_files_limit
 from exporter.webconfig import WebConfig
 
@@ -45,14 +45,18 @@ async def run(
     web_config: WebConfig,
 ) -> int:
     """Serve /metrics and poll every app until a stop signal; the exit code. SIGHUP calls
-    ``reload_apps``; if it raises ``ConfigError``, the running apps stay as they are."""
+    ``reload_apps`` (see ``_reloads``); if it raises ``ConfigError``, the running apps stay
+    as they are. A SIGHUP that ``exporter.__main__`` held back since start counts once the
+    first apps are polled."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    hangups = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangups.set)
     limits = limits_from(settings)
     async with open_http(limits) as http:
-        scheduler = AsyncIOScheduler(event_loop=loop)
+        scheduler = steady_scheduler(loop)
         poller = Poller(StatsClient(http, limits), settings, scheduler)
         exposition = Exposition(
             lambda: poller.snapshot, settings.zone, settings.max_staleness, process_metrics()
@@ -67,21 +71,20 @@ async def run(
             log.error("%s: cannot listen on %s: %s", setting, address, exc.strerror or exc)
             return 1
         every = settings.poll_interval_seconds
-        log.info("listening on %s, polling %d app(s) every %gs", server.url, len(apps), every)
-        reloads: set[asyncio.Task[None]] = set()
-
-        def reload() -> None:
-            task = loop.create_task(_reload(poller, reload_apps))
-            reloads.add(task)  # held, so that the task is not collected mid-way
-            task.add_done_callback(reloads.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        if apps:
+            log.info("listening on %s, polling %d app(s) every %gs", server.url, len(apps), every)
+        else:  # a shard that owns none of the apps
+            log.info("listening on %s, polling no app: ready, other shards own them", server.url)
+        reloading = loop.create_task(_reloads(poller, reload_apps, hangups))
+        # A SIGHUP held back since start comes in now, once, however many were sent.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         scheduler.start()
         try:
             await stopping.wait()
         finally:
             log.info("shutting down")
             scheduler.shutdown(wait=False)
+            reloading.cancel()
             # Polls still waiting on the API end now, so shutdown takes no longer than a moment.
             others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
             for task in others:
@@ -118,18 +121,33 @@ def web_limits(settings: Settings) -> Limits:
     )
 
 
-async def _reload(poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]]) -> None:
-    # Files are read on a thread, with a deadline: the loop keeps polling and serving
-    # whatever the files are (a slow network mount, say), and a stuck read is given up.
-    try:
-        async with asyncio.timeout(RELOAD_TIMEOUT_SECONDS):
-            apps = await asyncio.to_thread(reload_apps)
-    except ConfigError as exc:
-        reason = str(exc)
-    except TimeoutError:
-        reason = f"the files were not read within {RELOAD_TIMEOUT_SECONDS:g}s"
-    else:
-        poller.configure(apps)
-        log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
-        return
-    log.error("reload failed, the running configuration stays: %s", reason)
+async def _reloads(
+    poller: Poller, reload_apps: Callable[[], tuple[AppConfig, ...]], wanted: asyncio.Event
+) -> None:
+    """Reloads one at a time, each time ``wanted`` is set (by SIGHUP), the last one winning:
+    files read before a newer signal are dropped unapplied and read again, so the newest
+    files are the ones in force at the end, and a storm of signals costs a read at a time,
+    not a reconfiguration each, while the running apps poll on."""
+    while True:
+        await wanted.wait()
+        wanted.clear()
+        apps: tuple[AppConfig, ...] | None = None
+        # Files are read on a thread, with a deadline: the loop keeps polling and serving
+        # whatever the files are (a slow network mount, say), and a stuck read is given up.
+        try:
+            async with asyncio.timeout(RELOAD_TIMEOUT_SECONDS):
+                apps = await asyncio.to_thread(reload_apps)
+        except ConfigError as exc:
+            reason = str(exc)
+        except TimeoutError:
+            reason = f"the files were not read within {RELOAD_TIMEOUT_SECONDS:g}s"
+        except Exception as exc:  # a bug, not a bad file: this reload fails, not the next
+            reason = f"unexpected {type(exc).__name__}"  # its words might quote a key
+        if wanted.is_set():
+            continue  # overtaken by a newer signal
+        if apps is None:
+            log.error("reload failed, the running configuration stays: %s", reason)
+        elif poller.configure(apps):
+            log.info("reloaded: polling %d app(s): %s", len(apps), ", ".join(a.name for a in apps))
+        else:
+            log.info("reloaded: no change, polling the same %d app(s)", len(apps))

@@ -26,7 +26,7 @@ from exporter.collector import (
     View,
     app_samples,
 )
-from exporter.snapshot import AppSnapshot, Snapshot
+from exporter.snapshot import CLOCK_STEP_SECONDS, AppSnapshot, Snapshot
 
 # The escapes of both text formats, in label values and (without the quote) help texts.
 LABEL_VALUE_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
@@ -91,25 +91,34 @@ class Exposition:
         max_staleness: float,
         process_metrics: CollectorRegistry,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._snapshot = snapshot
         self._view = partial(View.at, zone=zone, max_staleness=max_staleness)
         self._process_metrics = process_metrics
         self._clock = clock
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._apps: dict[str, _AppLines] = {}
         self._bodies: dict[bool, _Body] = {}  # by format: OpenMetrics or not
         self._made_from: Snapshot | None = None  # the snapshot of the bodies
         self._expires = 0.0  # when the bodies' first sample goes stale or the day ends
+        # The wall clock minus the monotonic clock, measured again only when it steps:
+        # times shown stay the same from one scrape to the next.
+        self._wall_offset = 0.0
 
     def render(self, openmetrics: bool = False, compress: bool = False) -> bytes:
         """The full /metrics body in the classic text format or OpenMetrics."""
-        now = self._clock()
+        now, moment = self._clock(), self._monotonic()
         snapshot = self._snapshot()
         with self._lock:
-            if snapshot is not self._made_from or now >= self._expires:
+            if abs(now - moment - self._wall_offset) >= CLOCK_STEP_SECONDS:
+                # The wall clock stepped: every app's day and times are placed again.
+                self._wall_offset = now - moment
+                self._apps, self._made_from = {}, None
+            if snapshot is not self._made_from or moment >= self._expires:
                 self._bodies = {}
-                self._expires = self._refresh(snapshot, now)
+                self._expires = self._refresh(snapshot, now, moment)
                 self._made_from = snapshot
             body = self._bodies.get(openmetrics)
             if body is None:
@@ -117,13 +126,14 @@ class Exposition:
         tail = (generate_openmetrics if openmetrics else generate_latest)(self._process_metrics)
         return body.gzipped(tail) if compress else body.data + tail
 
-    def _refresh(self, snapshot: Snapshot, now: float) -> float:
-        """Render the apps that changed; the time until which every app's lines hold."""
-        view = self._view(now)
+    def _refresh(self, snapshot: Snapshot, now: float, moment: float) -> float:
+        """Render the apps that changed; the (monotonic) time until which every app's
+        lines hold."""
+        view = self._view(now, moment, self._wall_offset)
         current: dict[str, _AppLines] = {}
         for name, app in snapshot.apps.items():
             cached = self._apps.get(name)
-            if cached is None or cached.app is not app or now >= cached.expires:
+            if cached is None or cached.app is not app or moment >= cached.expires:
                 samples, expires = app_samples(app, view)
                 lines: list[list[str]] = [[] for _ in APP_FAMILIES]
                 for index, labels, value in samples:

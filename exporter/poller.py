@@ -1,8 +1,9 @@
 """Polls every app on a schedule and publishes what it learns as a new ``Snapshot``.
 
-One APScheduler job per app: a slow app never delays another, nor is an app polled twice
-at once. A poll asks for every count at once (2 + 2 x dialog types requests) and never
-raises: a failure is logged, counted and leaves the last good values in place.
+One APScheduler job per app, on the monotonic clock (``exporter.schedule``): a slow app
+never delays another, nor is an app polled twice at once, and a step of the wall clock
+moves no poll. A poll asks for every count at once (2 + 2 x dialog types requests) and
+never raises: a failure is logged, counted and leaves the last good values in place.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -54,6 +56,7 @@ class Poller:
         self.snapshot = Snapshot()  # replaced whole, on the event loop only
         self._auth_warned_at: dict[str, float] = {}
         self._job_ids: dict[str, str] = {}
+        self._polling: dict[str, asyncio.Task[Any]] = {}  # app name -> its poll under way
         self._ready = False
 
     @property
@@ -62,24 +65,31 @@ class Poller:
         self._ready = self._ready or self.snapshot.ready
         return self._ready
 
-    def configure(self, apps: Iterable[AppConfig]) -> None:
-        """Poll these apps from now on; unchanged apps keep their schedule and values. A new
-        or changed app (a rotated key, another URL) is polled at once; a removed one stops
-        being polled and leaves ``/metrics``."""
+    def configure(self, apps: Iterable[AppConfig]) -> bool:
+        """Poll these apps from now on; False, at no cost, if they are the ones polled.
+
+        Unchanged apps keep their schedule and values. A new or changed app (a rotated key,
+        another URL) is polled at once, and nothing read under its old config is shown
+        again; a removed one leaves ``/metrics``. A poll of a changed or removed app under
+        way stops at once and gives back its request slots."""
         wanted = {app.name: app for app in apps}
+        if wanted == self._apps:
+            return False
         for name, app in self._apps.items():
             if wanted.get(name) != app:
-                # A poll of the old job still running finishes; poll drops its answers.
                 self._scheduler.remove_job(self._job_ids.pop(name))
+                if running := self._polling.pop(name, None):
+                    running.cancel()
             if name not in wanted:
                 self._client.forget(name)
                 self._auth_warned_at.pop(name, None)
         for name, app in wanted.items():
             if self._apps.get(name) != app:
-                # A new job, with a new id: the old job's running poll must not count against
-                # max_instances (one, by default) and delay the first poll with the new key.
+                # A new job, with a new id: the old job's poll, cancelled but ending only on
+                # its next turn of the loop, must not count against max_instances (one, by
+                # default) and delay the first poll with the new key.
                 self._job_ids[name] = self._scheduler.add_job(
-                    self.poll,
+                    self._run,
                     "interval",
                     args=[app],
                     seconds=self._interval,
@@ -88,16 +98,25 @@ class Poller:
                     # A run that starts late is still worth running, once (coalesced, by default).
                     misfire_grace_time=max(1, int(self._interval)),
                 ).id
-        self._apps = wanted
+        before, self._apps = self._apps, wanted
+        shown = self.snapshot.apps
         apps = {
-            name: replace(
-                self.snapshot.apps.get(name, AppSnapshot(name, ())),
-                dialog_types=app.dialog_types,
-                dialog_type_names=app.dialog_type_names,
-            )
+            name: shown[name] if before.get(name) == app else _restarted(app, shown.get(name))
             for name, app in wanted.items()
         }
         self.snapshot = Snapshot(frozen_map(apps))
+        return True
+
+    async def _run(self, app: AppConfig) -> None:
+        """The job of an app: its poll, which ``configure`` may cancel."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._polling[app.name] = task
+        try:
+            await self.poll(app)
+        finally:
+            if self._polling.get(app.name) is task:
+                del self._polling[app.name]
 
     async def poll(self, app: AppConfig) -> None:
         """Fetch every count of ``app`` and publish them; never raises."""
@@ -125,7 +144,7 @@ class Poller:
             log.debug("app %s: poll cancelled", app.name)
             return
         results = dict(zip(wanted, answers, strict=True))
-        finished = time.time()
+        finished = time.monotonic()
         if self._apps.get(app.name) != app:
             return  # reconfigured while this poll ran: its answers belong to the old config
 
@@ -200,3 +219,12 @@ class Poller:
             endpoint,
             reason,
         )
+
+
+def _restarted(app: AppConfig, before: AppSnapshot | None) -> AppSnapshot:
+    """A new or changed app, never polled under its config: of what was known of it, only
+    the counters of polls and requests go on."""
+    fresh = AppSnapshot(app.name, app.dialog_types, app.dialog_type_names)
+    if before is None:
+        return fresh
+    return replace(fresh, polls=before.polls, requests=before.requests)

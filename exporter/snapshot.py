@@ -2,7 +2,9 @@
 
 A scrape reads one ``Snapshot`` reference and never sees a half-finished poll. Counts
 are kept with the time they were fetched (and, for per-day counts, the day they
-belong to), so the collector can decide what is still worth showing.
+belong to), so the collector can decide what is still worth showing. Those times are
+``time.monotonic()``: an age holds whatever the wall clock does, and is shown on the wall
+clock of the moment it is shown.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from datetime import date
 from types import MappingProxyType
 
 from exporter.api import Kind
+
+# A jump of the wall clock against the monotonic one larger than this is a step (NTP slews
+# far slower): whatever was placed in time on the wall clock is placed again.
+CLOCK_STEP_SECONDS = 1.0
 
 
 def frozen_map(items: Mapping | None = None) -> Mapping:
@@ -25,7 +31,7 @@ class Reading:
     """One count as the API gave it."""
 
     value: int
-    fetched_at: float
+    fetched_at: float  # time.monotonic()
     day: date | None = None  # the day a per-day count belongs to; None for all-time totals
 
 
@@ -41,7 +47,7 @@ class AppSnapshot:
     yesterday: Mapping[Kind, Reading] = field(default_factory=frozen_map)
     up: bool = False
     polled: bool = False  # a poll has finished, successful or not
-    last_success: float | None = None
+    last_success: float | None = None  # time.monotonic() at the end of that poll
     last_poll_duration: float | None = None
     polls: Mapping[str, int] = field(default_factory=frozen_map)  # outcome -> count
     # (endpoint, outcome) -> count
@@ -54,8 +60,8 @@ class Snapshot:
 
     @property
     def ready(self) -> bool:
-        """There are apps, and every one has been polled once, successfully or not."""
-        return bool(self.apps) and all(app.polled for app in self.apps.values())
+        """Every app has been polled once, successfully or not; so, with no app, at once."""
+        return all(app.polled for app in self.apps.values())
 
     def with_app(self, app: AppSnapshot) -> Snapshot:
         return Snapshot(frozen_map({**self.apps, app.name: app}))

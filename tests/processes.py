@@ -65,9 +65,11 @@ class Exporter:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         open_files: int | None = None,
+        started: Callable[[subprocess.Popen[str]], None] = lambda process: None,
         **http_options: Any,
     ):
-        """``open_files`` is the process's limit (``ulimit -n``, soft and hard); ``http_options``
+        """``open_files`` is the process's limit (``ulimit -n``, soft and hard); ``started``
+        is called with the process as soon as it runs, before it listens; ``http_options``
         go to every httpx request (``verify``, ``cert``, ``auth``)."""
         self.http_options = http_options
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
@@ -86,6 +88,7 @@ class Exporter:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         try:
+            started(self.process)
             self.url = wait_until(self._listening_url, 20, "the exporter to listen")
         except BaseException:
             self.process.kill()  # never leave a stray exporter behind a failed start

@@ -33,8 +33,14 @@ def snapshot_of(*apps: AppSnapshot) -> Snapshot:
 def exposition_of(
     snapshot: Snapshot, now: float = NOW, max_staleness: float = float("inf")
 ) -> Exposition:
+    # Both clocks read ``now``: readings stamped NOW are that old on either.
     return Exposition(
-        lambda: snapshot, ZONE, max_staleness, CollectorRegistry(auto_describe=False), lambda: now
+        lambda: snapshot,
+        ZONE,
+        max_staleness,
+        CollectorRegistry(auto_describe=False),
+        lambda: now,
+        lambda: now,
     )
 
 
@@ -166,7 +172,7 @@ def test_counts_older_than_the_staleness_limit_are_dropped() -> None:
 
 def reference_families(snapshot: Snapshot, now: float) -> CollectorRegistry:
     """The same samples as prometheus_client's own metric families, for comparison."""
-    view = View.at(now, ZONE, float("inf"))
+    view = View.at(now, now, 0.0, ZONE, float("inf"))
     families = [
         (GaugeMetricFamily if f.type == "gauge" else CounterMetricFamily)(
             f.name, f.help, labels=list(f.labels)
@@ -215,7 +221,12 @@ def test_a_new_snapshot_or_a_new_day_changes_the_body() -> None:
     current = {"snapshot": snapshot_of(healthy_app())}
     clock = {"now": NOW}
     exposition = Exposition(
-        lambda: current["snapshot"], ZONE, float("inf"), CollectorRegistry(), lambda: clock["now"]
+        lambda: current["snapshot"],
+        ZONE,
+        float("inf"),
+        CollectorRegistry(),
+        lambda: clock["now"],
+        lambda: clock["now"],
     )
     first = parse_metrics(exposition.render().decode())
     assert value(first, "connectycube_messages_sent_today", app="prod") == 7
@@ -226,3 +237,25 @@ def test_a_new_snapshot_or_a_new_day_changes_the_body() -> None:
     third = parse_metrics(exposition.render().decode())
     assert value(third, "connectycube_messages_sent_today", app="prod") is None
     assert value(third, "connectycube_messages_sent", app="prod") == 1000
+
+
+def test_a_wall_clock_step_changes_no_age() -> None:
+    # Readings stamped NOW on the monotonic clock; then 10 s pass and the wall clock steps
+    # ten minutes back.
+    clock = {"wall": NOW - 600 + 10, "monotonic": NOW + 10}
+    exposition = Exposition(
+        lambda: snapshot_of(healthy_app()),
+        ZONE,
+        60,
+        CollectorRegistry(),
+        lambda: clock["wall"],
+        lambda: clock["monotonic"],
+    )
+    shown = parse_metrics(exposition.render().decode())
+    assert value(shown, "connectycube_messages_sent", app="prod") == 1000
+    # 10 s old on the exporter's clock as it reads now: never later than that clock.
+    assert value(shown, "connectycube_last_success_timestamp_seconds", app="prod") == NOW - 600
+    clock["wall"] += 51
+    clock["monotonic"] += 51
+    stale = parse_metrics(exposition.render().decode())
+    assert value(stale, "connectycube_messages_sent", app="prod") is None

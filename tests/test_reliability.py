@@ -5,7 +5,10 @@ Each test runs the real exporter process against the simulator over loopback HTT
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,9 +16,11 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
+from exporter.config import load_apps, load_settings
 from tests.conftest import OTHER_KEY, SECRET_KEY
-from tests.processes import Exporter, start_exporter
+from tests.processes import Exporter, start_exporter, wait_until
 from tests.simulator import Simulator, start_simulator
 
 pytestmark = pytest.mark.slow
@@ -332,12 +337,7 @@ def test_sighup_reloads_apps_and_keeps_unchanged_ones(
         write_apps(config, {"prod": SECRET_KEY})
         process.process.send_signal(signal.SIGHUP)
         process.wait_for_log("reloaded: polling 1 app")
-        apps = {
-            dict(labels).get("app")
-            for (name, labels) in process.metrics()
-            if name == "connectycube_up"
-        }
-        assert apps == {"prod"}
+        assert exported_apps(process) == {"prod"}
     finally:
         assert process.stop() == 0
 
@@ -362,5 +362,219 @@ def test_sighup_with_an_invalid_file_keeps_the_running_config(
             "connectycube_polls_total", polls + 2, timeout=5, app="prod", outcome="success"
         )
         assert process.value("connectycube_up", app="prod") == 1
+    finally:
+        assert process.stop() == 0
+
+
+def write_yaml_apps(path: Path, apps: list[dict[str, object]]) -> None:
+    """A config file of these entries, written whole at once (as a config reloader would)."""
+    partial = path.with_suffix(".new")
+    partial.write_text(yaml.safe_dump({"apps": apps}))
+    os.replace(partial, path)
+
+
+@pytest.fixture
+def silent_api() -> Iterator[str]:
+    """The URL of an API that takes connections and never answers: polls of apps sent there
+    wait, costing nothing, until their deadline."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4096)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def many_apps(count: int, url: str, prefix: str = "app") -> list[dict[str, object]]:
+    return [
+        {"name": f"{prefix}-{i}", "api_key": f"key-{i}", "api_url": url, "dialog_types": [2]}
+        for i in range(count)
+    ]
+
+
+def exported_apps(process: Exporter, up: bool = False) -> set[str]:
+    """The apps /metrics shows; with ``up``, only those whose last poll succeeded."""
+    return {
+        dict(labels)["app"]
+        for (name, labels), value in process.metrics().items()
+        if name == "connectycube_up" and (value == 1 or not up)
+    }
+
+
+def test_the_last_sighup_wins(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path, silent_api: str
+) -> None:
+    _sim, url = simulator
+    config = tmp_path / "apps.yml"
+    small = [{"name": "prod", "api_key": SECRET_KEY}, {"name": "qa", "api_key": OTHER_KEY}]
+    write_yaml_apps(config, small[:1])
+    process = start_exporter(url, "--config-file", str(config), "--poll-interval-seconds", "60")
+    try:
+        process.wait_for_value("connectycube_up", 1, app="prod")
+        # A big file, slow to read, then 50 ms later the small one: the small one must be
+        # the one in force at the end, however long the big one takes to read.
+        big = tmp_path / "big.yml"
+        write_yaml_apps(big, many_apps(4000, silent_api))
+        started = time.monotonic()
+        load_apps(load_settings({"config_file": big}))
+        reading = time.monotonic() - started  # what reading it takes on this machine now
+        os.replace(big, config)
+        process.process.send_signal(signal.SIGHUP)
+        time.sleep(0.05)
+        write_yaml_apps(config, small)
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: polling 2 app", timeout=30)
+        # Were the big file applied after all, it would be within a read or two.
+        time.sleep(max(3 * reading, 3))
+        assert "polling 4000 app" not in process.logs.split("reloaded: polling 2 app")[-1]
+        assert exported_apps(process) == {"prod", "qa"}
+
+        # The same file again: nothing changes, nothing is polled again.
+        polls = process.value("connectycube_polls_total", app="prod", outcome="success")
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: no change, polling the same 2 app", timeout=30)
+        assert process.value("connectycube_polls_total", app="prod", outcome="success") == polls
+    finally:
+        assert process.stop() == 0
+
+
+def old_key_readings(process: Exporter) -> set[str]:
+    """What /metrics shows of app x that only a successful poll can tell."""
+    shown = {name for (name, labels) in process.metrics() if ("app", "x") in labels}
+    read = ("connectycube_messages", "connectycube_dialogs", "connectycube_last_success")
+    return {name for name in shown if name.startswith(read)}
+
+
+def test_a_changed_app_shows_nothing_of_its_old_key(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    _sim, url = simulator
+    config = tmp_path / "apps.yml"
+    write_apps(config, {"x": SECRET_KEY})
+    process = start_exporter(
+        url,
+        "--config-file",
+        str(config),
+        "--poll-interval-seconds",
+        "2",
+        "--max-staleness-seconds",
+        "600",
+    )
+    try:
+        process.wait_for_value("connectycube_messages_sent", 9, app="x")
+        write_apps(config, {"x": "sk-rejected-key"})
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: polling 1 app")
+        # At once, and after the new key's first poll too: nothing read with the old key.
+        assert not old_key_readings(process)
+        process.wait_for_log("app x: API key rejected")
+        assert not old_key_readings(process)
+        assert process.value("connectycube_up", app="x") == 0
+    finally:
+        assert process.stop() == 0
+
+
+def test_a_removed_app_gives_back_its_request_slots_at_once(
+    simulator: tuple[Simulator, str], history: dict, tmp_path: Path
+) -> None:
+    sim, url = simulator
+    config = tmp_path / "apps.yml"
+    prod = {"name": "prod", "api_key": SECRET_KEY}
+    write_yaml_apps(config, [prod])
+    flags = ["--config-file", str(config), "--max-concurrent-requests", "1"]
+    timing = ["--poll-interval-seconds", "60", "--request-timeout-seconds", "3"]
+    process = start_exporter(url, *flags, *timing)
+    try:
+        process.wait_for_value("connectycube_up", 1, app="prod")
+        # "slow" is added, and its requests hang, holding the one request slot.
+        sim.set_faults(body="hang", keys=[OTHER_KEY])
+        write_yaml_apps(config, [prod, {"name": "slow", "api_key": OTHER_KEY}])
+        process.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: sim.stats()["in_flight"] == 1, 10, "slow's request to hang")
+        # slow removed, prod changed (so polled at once): prod's poll must get the slot once
+        # slow's request on the wire ends (3 s at most), not when slow's poll would have
+        # (its retries and other requests, up to its 54 s deadline).
+        write_yaml_apps(config, [{**prod, "dialog_types": [2]}])
+        process.process.send_signal(signal.SIGHUP)
+        process.wait_for_log("reloaded: polling 1 app")
+        process.wait_for_value(
+            "connectycube_polls_total", 2, timeout=15, app="prod", outcome="success"
+        )
+        assert "no request slot free" not in process.logs
+    finally:
+        sim.set_faults()
+        assert process.stop() == 0
+
+
+def test_a_storm_of_reloads_never_starves_the_live_apps(tmp_path: Path) -> None:
+    sim = Simulator(key_prefix="key-", random_history=False)
+    server = start_simulator(sim)
+    sim.set_faults(latency=0.1)
+    apps = {name: many_apps(200, server.url, prefix=name) for name in ("a", "b")}
+    config = tmp_path / "apps.yml"
+    write_yaml_apps(config, apps["a"])
+    process = start_exporter(
+        server.url,
+        "--config-file",
+        str(config),
+        "--max-concurrent-requests",
+        "16",
+        "--poll-interval-seconds",
+        "30",
+        "--request-timeout-seconds",
+        "5",
+    )
+    try:
+        # Eleven SIGHUPs, alternating the two files, ending on b.
+        for turn in range(11):
+            write_yaml_apps(config, apps["b" if turn % 2 == 0 else "a"])
+            process.process.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+        sim.reset_stats()
+        # 200 polls of 4 requests, 16 at a time, 0.1 s each: 5 s, well within the deadline.
+        live = {f"b-{i}" for i in range(200)}
+        wait_until(lambda: exported_apps(process, up=True) == live, 60, "every live app up")
+        # Every request slot at work, and never more requests than slots: none lost with the
+        # polls cancelled on the way, none given back before its request ended.
+        assert sim.stats()["peak_in_flight"] == 16
+        assert exported_apps(process) == live
+        assert "no request slot free" not in process.logs
+        assert "poll failed" not in process.logs
+    finally:
+        process.stop()
+        sim.set_faults()
+        server.stop()
+
+
+def holds_sighup(pid: int) -> bool:
+    """Whether the process blocks SIGHUP now, so that one sent waits (Linux's /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(int(blocked, 16) & 1 << (signal.SIGHUP - 1))
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_a_sighup_during_start_is_read_once_started(
+    tmp_path: Path, silent_api: str, delay: float
+) -> None:
+    config = tmp_path / "apps.yml"
+    write_yaml_apps(config, many_apps(1000, silent_api))
+    new_file = tmp_path / "next.yml"
+    write_yaml_apps(new_file, many_apps(1001, silent_api))
+
+    def hang_up(process: subprocess.Popen[str]) -> None:
+        # A config reloader: a new file, and a SIGHUP, at some moment of the start. Only
+        # once SIGHUP is held: nothing can hold it before Python runs the exporter's first
+        # line, tens of milliseconds after exec on an idle machine, more on a busy one.
+        sent_at = time.monotonic() + delay
+        wait_until(lambda: holds_sighup(process.pid), 10, "SIGHUP held from the start")
+        time.sleep(max(0.0, sent_at - time.monotonic()))
+        os.replace(new_file, config)
+        process.send_signal(signal.SIGHUP)
+
+    process = Exporter(["--config-file", str(config)], started=hang_up)
+    try:
+        # Read once the first apps are polled: the new file is the one in force, whether
+        # the start read it already ("no change") or not.
+        process.wait_for_log(r"reloaded: (polling|no change, polling the same) 1001 app", 30)
+        assert len(exported_apps(process)) == 1001
     finally:
         assert process.stop() == 0

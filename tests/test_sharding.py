@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +116,24 @@ def test_a_shard_outside_the_total_is_a_configuration_error(
     assert result.returncode == 2
     assert words in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_shard_that_owns_no_app_is_ready(
+    served: Callable[[Simulator], str], tmp_path: Path
+) -> None:
+    # Two apps that both hash (CRC-32 of the name, as documented) to shard 1 of 3.
+    indexes = [i for i in range(100) if zlib.crc32(app_name(i).encode()) % SHARDS == 1][:2]
+    keys = [f"key-{index:02d}" for index in indexes]
+    url = served(Simulator(api_keys=keys, random_history=False))
+    shards = start_shards(write_config(tmp_path / "apps.yml", url, indexes))
+    try:
+        for shard in shards:
+            wait_until(lambda s=shard: s.get("/-/ready").status_code == 200, 20, "ready")
+        for idle in (shards[0], shards[2]):
+            assert "polling 0 of 2 app(s)" in idle.logs
+            assert "polling no app: ready" in idle.logs
+            assert exported_apps(idle) == {}
+        assert set(exported_apps(shards[1])) == {app_name(index) for index in indexes}
+    finally:
+        for shard in shards:
+            shard.stop()
