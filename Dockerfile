@@ -10,7 +10,15 @@
 # package and its dependencies. It runs as UID/GID 10001. Needs BuildKit (the default
 # builder of Docker 23+ and of docker compose) for the RUN --mount of the last stage.
 
-# Stage 1: build wheels of the project and of every dependency.
+# The dependencies are exactly those of requirements.txt, the lock file: every version
+# pinned and every download checked against its hashes (--require-hashes). Regenerate it
+# after changing the dependencies in pyproject.toml (docs/development.md):
+#   uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --output-file requirements.txt
+#
+# The base image is pinned by tag here; Renovate (.github/renovate.json, pinDigests) adds
+# its digest on its first run and keeps tag and digest current.
+
+# Stage 1: the locked dependencies' wheels, hash-checked, and the project's own wheel.
 FROM python:3.11.12-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -18,10 +26,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+COPY requirements.txt ./
+RUN pip download --no-cache-dir --require-hashes --only-binary=:all: --dest /wheels \
+        -r requirements.txt
 # pyproject.toml has readme = "README.md": the build needs it next to the code.
 COPY pyproject.toml README.md ./
 COPY exporter/ exporter/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # Stage 2: the runtime image.
 FROM python:3.11.12-slim-bookworm
@@ -40,11 +51,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-# The wheels are bind-mounted from the builder for this one step, so they never become
-# a layer of the image. The package is pinned to VERSION: a mismatch fails the build.
+# The wheels and the lock are bind-mounted for this one step, so they never become a
+# layer of the image. The dependencies install from the lock, hashes checked again; the
+# package, pinned to VERSION (a mismatch fails the build), adds none (pip check proves
+# the lock has them all).
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels \
+    --mount=type=bind,source=requirements.txt,target=/run/requirements.txt \
+    pip install --no-cache-dir --no-index --find-links=/wheels --require-hashes \
+        -r /run/requirements.txt \
+    && pip install --no-cache-dir --no-index --find-links=/wheels --no-deps \
         "connectycube-exporter==${VERSION}" \
+    && pip check \
     && groupadd --gid 10001 exporter \
     && useradd --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin exporter

@@ -94,9 +94,11 @@ async def run(
 def web_limits(settings: Settings) -> Limits:
     """The HTTP server's limits from the settings, within the open files allowed: the soft
     limit raised to the hard one, and if even that cannot hold the connections allowed
-    besides polling's, their cap lowered, so that accepting never lacks a descriptor."""
+    besides polling's and those in transit, their cap lowered, so that accepting never
+    lacks a descriptor."""
     allowed = raise_open_files_limit()
-    room = allowed - settings.max_concurrent_requests - _RESERVED_FILES
+    in_transit = Limits.accept_headroom
+    room = allowed - settings.max_concurrent_requests - _RESERVED_FILES - in_transit
     connections = settings.web_max_connections
     if connections > room:
         connections = max(16, room)

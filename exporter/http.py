@@ -10,13 +10,12 @@ before (a quarter of a second at cost 10), runs on worker threads, holding up no
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from html import escape
-
-from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.server import Request, Response
@@ -126,12 +125,9 @@ def create_app(
         return Response(status, (*headers, *web.headers), body)
 
     def metrics(request: Request) -> Response:
-        try:
-            _, content_type = choose_encoder(request.headers.get("accept", ""))
-        except (TypeError, ValueError):  # a malformed Accept: the classic format
-            _, content_type = choose_encoder("")
-        openmetrics = content_type.startswith("application/openmetrics-text")
+        openmetrics = wants_openmetrics(request.headers.get("accept", ""))
         compress = accepts_gzip(request.headers.get("accept-encoding", ""))
+        content_type = OPENMETRICS if openmetrics else CLASSIC_TEXT
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))
@@ -169,15 +165,61 @@ def create_app(
 
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether ``Accept-Encoding`` admits gzip (``gzip;q=0`` refuses it)."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() in ("gzip", "x-gzip"):
-            q = params.strip().lower().removeprefix("q=")
-            try:
-                return not params.strip() or float(q) > 0
-            except ValueError:
-                return False
+    for coding, _, q in _preferences(accept_encoding):
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
     return False
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether ``Accept`` prefers OpenMetrics 1.0.0 to the classic text format (RFC 9110
+    12.5.1): each format takes the ``q`` of the most specific range naming it (``*/*``,
+    ``text/*``, ``text/plain``, a ``version`` that is served), the higher wins, then the
+    one named first; the classic format when neither is acceptable."""
+    best: dict[bool, tuple[int, float, int]] = {}  # by format: specificity, q, -position
+    for position, (media, params, q) in enumerate(_preferences(accept)):
+        for openmetrics, (kind, versions) in _FORMATS.items():
+            if media in ("*/*", kind.partition("/")[0] + "/*"):
+                specificity = 0 if media == "*/*" else 1
+            elif media != kind:
+                continue
+            elif "version" not in params:
+                specificity = 2
+            elif params["version"] in versions:
+                specificity = 3
+            else:
+                continue
+            rank = (specificity, q, -position)
+            best[openmetrics] = max(best.get(openmetrics, rank), rank)
+    openmetrics, classic = best.get(True), best.get(False)
+    if openmetrics is None or openmetrics[1] == 0:
+        return False
+    return classic is None or classic[1] == 0 or openmetrics[1:] > classic[1:]
+
+
+def _preferences(header: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Each element of an ``Accept`` or ``Accept-Encoding`` header: its value and parameter
+    names in lower case, and its ``q``; an element whose ``q`` is not a valid qvalue
+    (RFC 9110 12.4.2: 0 to 1, three decimals at most) is no preference: it is left out."""
+    for element in header.split(","):
+        value, *pairs = element.split(";")
+        params = {}
+        for pair in pairs:
+            name, _, param = pair.partition("=")
+            params[name.strip().lower()] = param.strip().strip('"')
+        q = params.pop("q", "1")
+        if value.strip() and _QVALUE.fullmatch(q):
+            yield value.strip().lower(), params, float(q)
+
+
+CLASSIC_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+# Each format by its media type and the versions of it that this body is.
+_FORMATS = {
+    False: ("text/plain", ("0.0.4", "1.0.0")),
+    True: ("application/openmetrics-text", ("1.0.0",)),
+}
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)

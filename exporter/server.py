@@ -13,7 +13,10 @@ clients may hold:
 - at most ``max_client_connections`` per client address (a /64 for IPv6);
 - at most ``max_connections``: when full, a new connection displaces the one that has
   waited longest for its first request, else the keep-alive one idle longest, never one
-  being answered. Slow clients displace only each other; a scraper's connection goes last.
+  being answered. Slow clients displace only each other; a scraper's connection goes last;
+- at most ``max_connections + accept_headroom`` sockets, so that the open files limit holds
+  them: the kernel's listen queue keeps the rest until one closes. If descriptors run out
+  anyway, the cap comes down and waiting connections give theirs back.
 """
 
 from __future__ import annotations
@@ -53,9 +56,14 @@ class Limits:
     idle_timeout: float = 120.0
     write_timeout: float = 30.0
     max_head_bytes: int = 16 * 1024
-    # Connections the kernel queues before they are accepted. A full queue drops new SYNs,
-    # and the client only retries a second later, so this is kept generous.
+    # Connections the kernel queues before they are accepted: they hold no descriptor of
+    # the process. A full queue drops new SYNs, and the client only retries a second
+    # later, so this is kept generous.
     backlog: int = 1024
+    # Sockets beyond max_connections in transit: accepted and not yet counted in, or
+    # displaced and not yet closed. The server never holds more descriptors than
+    # max_connections + accept_headroom (and its listening socket).
+    accept_headroom: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _READ_SIZE = 64 * 1024
 _REPORT_EVERY = 60.0  # seconds between warnings that connections are turned away
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_MIN_CONNECTIONS = 16  # the cap never comes down further: probes and a scraper still fit
+_ACCEPT_RETRY_SECONDS = 0.1  # accepting again after running out, if no socket closed since
 _TEXT = (("Content-Type", "text/plain; charset=utf-8"),)
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
@@ -114,10 +125,15 @@ class Server:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
+            sock.listen(self.limits.backlog)
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
+        self._listening = sock
+        self._accepting = False
+        self._sockets = 0  # accepted and not yet closed: the descriptors connections hold
+        self._starting: set[asyncio.Task[None]] = set()  # accepted, getting a transport
         self.host: str = sock.getsockname()[0]
         self.port: int = sock.getsockname()[1]
         scheme = "https" if ssl_context is not None else "http"
@@ -128,22 +144,19 @@ class Server:
         self._fresh: dict[_Connection, None] = {}
         self._idle: dict[_Connection, None] = {}
         self._per_client: dict[str, int] = {}
-        self._turned_away = 0
-        self._reported = time.monotonic() - _REPORT_EVERY
+        self._turned_away = _Report(
+            "HTTP connection limits reached: a connection closed to make room or refused"
+        )
+        self._out_of_files = _Report(
+            "HTTP server out of file descriptors: connections waiting for a request closed"
+        )
+        self.max_connections = self.limits.max_connections  # lowered if descriptors run out
         self.read_buffer = memoryview(bytearray(_READ_SIZE))  # each read is copied out at once
         self.loop = asyncio.new_event_loop()
         self.loop.set_exception_handler(_quiet_exception_handler)
         self._thread = threading.Thread(target=self._run, name=f"http-{self.port}", daemon=True)
         self._thread.start()
-        listen = self.loop.create_server(
-            lambda: _Connection(self), sock=sock, backlog=self.limits.backlog
-        )
-        try:
-            self._listener = asyncio.run_coroutine_threadsafe(listen, self.loop).result()
-        except BaseException:
-            sock.close()
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            raise
+        self.loop.call_soon_threadsafe(self._accept_again)
 
     def connections(self) -> dict[str, int]:
         """Open connections by client address (an IPv6 /64), for tests."""
@@ -164,25 +177,100 @@ class Server:
             self.loop.close()
 
     async def _shutdown(self) -> None:
-        self._listener.close()
+        self._pause_accepting()
+        self._listening.close()
         tasks = [c.task for c in self._open if c.task is not None]
+        tasks += self._starting
+        for task in self._starting:
+            task.cancel()
         for connection in list(self._open):
             connection.abort(None)  # and its connection_lost cancels its task
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _accept_again(self) -> None:
+        if not self._accepting and self._listening.fileno() != -1:
+            self._accepting = True
+            self.loop.add_reader(self._listening, self._accept)
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self._accepting = False
+            self.loop.remove_reader(self._listening)
+
+    def _accept(self) -> None:
+        """Take the connections the kernel has queued while descriptors are budgeted for
+        them; at the budget, wait for a socket to close (asyncio's own accept would take a
+        whole backlog at once, and report each failure with a traceback)."""
+        while self._sockets < self.max_connections + self.limits.accept_headroom:
+            try:
+                sock, _ = self._listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc)
+                else:  # e.g. aborted while queued; the next readiness tries again
+                    log.debug("accepting a connection failed: %s", _reason(exc))
+                return
+            self._sockets += 1
+            task = self.loop.create_task(self._start(_Connection(self), sock))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+        self._pause_accepting()  # until a socket closes
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        """The budget was wrong: something else holds descriptors, or the whole system is
+        out (ENFILE). The cap comes down, connections waiting for a request give theirs
+        back, so that polls and probes get some; accepting resumes in a moment."""
+        self._pause_accepting()
+        self.loop.call_later(_ACCEPT_RETRY_SECONDS, self._accept_again)
+        # Within what was open when accept failed: room for those in transit, and as much
+        # again given back to the rest of the process.
+        held = self._sockets - 2 * self.limits.accept_headroom
+        self.max_connections = max(_MIN_CONNECTIONS, min(self.max_connections, held))
+        while len(self._open) > self.max_connections:
+            oldest = self._waiting_longest()
+            if oldest is None:
+                break
+            oldest.abort("gave way: no file descriptor free")
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        latest = f"{_reason(exc)} (ulimit -n {limit}); connections now capped at"
+        self._out_of_files(f"{latest} {self.max_connections}")
+
+    async def _start(self, connection: _Connection, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: connection, sock)
+        except OSError as exc:  # failed before there was a transport to report its loss
+            log.debug("a new connection failed: %s", _reason(exc))
+            sock.close()
+            self.socket_closed()
+        except asyncio.CancelledError:  # the server stops
+            sock.close()
+            raise
+
+    def socket_closed(self) -> None:
+        """A connection's socket is closed: its descriptor is free for the next one."""
+        self._sockets -= 1
+        self._accept_again()
+
+    def _waiting_longest(self) -> _Connection | None:
+        """The connection to give way first: never answered, else idle on keep-alive."""
+        return next(iter(self._fresh), None) or next(iter(self._idle), None)
 
     def admit(self, connection: _Connection) -> bool:
         """Count a new connection in, making room if need be; False to close it at once."""
         client = connection.client
         held = self._per_client.get(client, 0)
         if held >= self.limits.max_client_connections:
-            self._turn_away(f"{client} already holds {held} connections")
+            self._turned_away(f"{client} already holds {held} connections")
             return False
-        if len(self._open) >= self.limits.max_connections:
-            oldest = next(iter(self._fresh), None) or next(iter(self._idle), None)
+        if len(self._open) >= self.max_connections:
+            oldest = self._waiting_longest()
             if oldest is None:
-                self._turn_away(f"all {len(self._open)} connections are being answered")
+                self._turned_away(f"all {len(self._open)} connections are being answered")
                 return False
-            self._turn_away(f"full: the connection from {oldest.client} waiting longest gave way")
+            why = f"full ({len(self._open)} open): the connection from {oldest.client} gave way"
+            self._turned_away(why)
             oldest.abort("gave way to a new connection")
         self._open[connection] = self._fresh[connection] = None
         self._per_client[client] = self._per_client.get(client, 0) + 1  # after the eviction
@@ -204,27 +292,31 @@ class Server:
             if not self._per_client[connection.client]:
                 del self._per_client[connection.client]
 
-    def _turn_away(self, why: str) -> None:
-        log.debug("connection closed: %s", why)
-        self._turned_away += 1
+
+class _Report:
+    """A warning said at most once a minute: how often it happened since, and the latest."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.reported = time.monotonic() - _REPORT_EVERY
+
+    def __call__(self, latest: str) -> None:
+        log.debug("%s: %s", self.what, latest)
+        self.count += 1
         now = time.monotonic()
-        if now - self._reported >= _REPORT_EVERY:
-            log.warning(
-                "HTTP connection limits reached (%d open): %d connection(s) closed to make "
-                "room or refused since the last report; latest: %s",
-                len(self._open),
-                self._turned_away,
-                why,
-            )
-            self._turned_away = 0
-            self._reported = now
+        if now - self.reported >= _REPORT_EVERY:
+            template = "%s: %d time(s) since the last warning; latest: %s"
+            log.warning(template, self.what, self.count, latest)
+            self.count = 0
+            self.reported = now
 
 
 class _Connection(asyncio.BufferedProtocol):
     """One client connection: TLS if any, then request heads and answers, under deadlines."""
 
     __slots__ = (
-        *("client", "incoming", "outgoing", "parser", "paused", "peer", "phase"),
+        *("client", "fed", "incoming", "outgoing", "parser", "paused", "peer", "phase"),
         *("server", "task", "timer", "tls", "transport"),
     )
 
@@ -235,6 +327,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.tls: ssl.SSLObject | None = None
         self.parser: h11.Connection | None = None
+        self.fed = 0  # bytes given to the parser and not yet taken as a request head
         self.task: asyncio.Task[None] | None = None  # the handler, answering a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -279,6 +372,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self.phase != _CLOSED and exc is not None:
             log.debug("%s: connection lost: %s", self.peer, _reason(exc))
         self._end()
+        self.server.socket_closed()
         if self.task is not None:
             self.task.cancel()  # e.g. a bcrypt check nobody waits for any more
 
@@ -359,14 +453,23 @@ class _Connection(asyncio.BufferedProtocol):
         """Plain bytes from the client (b"" at its end), into the HTTP parser."""
         limits = self.server.limits
         if self.parser is None:
-            self.parser = h11.Connection(
-                h11.SERVER, max_incomplete_event_size=limits.max_head_bytes
-            )
+            self.parser = self._new_parser()
         if self.phase == _IDLE and data:  # a keep-alive request begins
             self._enter(_HEAD, limits.header_timeout)
+        if not self.fed and data:
+            data = data.lstrip(b"\r\n")  # RFC 9112 2.2: empty lines before a request line
+            if not data:
+                return
+        self.fed += len(data)
         self.parser.receive_data(data)
         if self.phase in (_HEAD, _IDLE):
             self._next_event(self.parser)
+
+    def _new_parser(self) -> h11.Connection:
+        self.fed = 0
+        return h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.server.limits.max_head_bytes
+        )
 
     def _next_event(self, parser: h11.Connection) -> None:
         """Act on the parser's next event: a request head to answer, an error, the end."""
@@ -375,13 +478,20 @@ class _Connection(asyncio.BufferedProtocol):
             event = parser.next_event()
             if isinstance(event, h11.Request):
                 method = event.method.decode("latin-1")
-                # h11 caps a head still incomplete; one that came whole is measured here.
-                size = sum(len(name) + len(value) + 4 for name, value in event.headers)
-                size += len(event.method) + len(event.target) + 12
+                # h11 caps a head still incomplete; one that came whole is measured here,
+                # as sent: what the parser was given less what it has not used yet.
+                rest = len(parser.trailing_data[0])
+                size, self.fed = self.fed - rest, rest
                 if size > self.server.limits.max_head_bytes:
                     raise h11.RemoteProtocolError("request head too large", 431)
+                if not event.http_version.startswith(b"1."):
+                    raise h11.RemoteProtocolError("HTTP version not supported", 505)
                 # A body is never expected (GET and HEAD only): rather than read it, close.
-                close = not isinstance(parser.next_event(), h11.EndOfMessage)
+                # Framed twice, it may hide a request that a proxy took for body (RFC 9112
+                # 6.1): close after it whatever its body.
+                names = {name for name, _ in event.headers}
+                close = {b"content-length", b"transfer-encoding"} <= names
+                close = close or not isinstance(parser.next_event(), h11.EndOfMessage)
                 self._enter_answer()
                 self.transport.pause_reading()  # a pipelined request waits in the socket
                 answer = self._answer(parser, _request(event, self.client), close)
@@ -425,6 +535,13 @@ class _Connection(asyncio.BufferedProtocol):
         self.parser.start_next_cycle()
         self.server.idle(self)
         pipelined, closed = self.parser.trailing_data
+        if pipelined.startswith((b"\r", b"\n")):  # empty lines, then a pipelined request
+            pipelined = pipelined.lstrip(b"\r\n")
+            self.parser = self._new_parser()
+            self.fed = len(pipelined)
+            self.parser.receive_data(pipelined)
+            if closed:
+                self.parser.receive_data(b"")
         if pipelined:
             self._enter(_HEAD, self.server.limits.header_timeout)
         else:
@@ -513,8 +630,7 @@ def _request(event: h11.Request, client: str) -> Request:
 def _quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Connection errors the loop reports are debug lines; running out of files is not."""
     exc = context.get("exception")
-    out_of_resources = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-    if isinstance(exc, OSError) and exc.errno not in out_of_resources:
+    if isinstance(exc, OSError) and exc.errno not in _OUT_OF_RESOURCES:
         log.debug("%s: %s", context.get("message", "connection error"), _reason(exc))
     else:
         loop.default_exception_handler(context)

@@ -11,7 +11,9 @@ verifies it, so it needs ``client_ca_file``; TLS 1.3 ``cipher_suites`` are ignor
 of several ``curve_preferences`` (Python 3.11 sets one), OpenSSL's default list stays;
 ``http2`` is ignored; ``client_allowed_sans`` and ``rate_limit`` are refused. Stricter than the
 toolkit: duplicate keys, both ``cert`` and ``cert_file`` (``key``, ``client_ca`` alike), a
-missing certificate or key, and ``:`` in user names.
+missing certificate or key, ``:`` in user names, and a ``min_version`` that the linked
+OpenSSL will not negotiate (OpenSSL 3 refuses TLS 1.0 and 1.1 at its security level), as a
+trial handshake in memory finds.
 """
 
 from __future__ import annotations
@@ -341,7 +343,6 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
         except (ssl.SSLError, OSError, ValueError) as exc:
             name = f"client_ca_file {ca_file}" if ca_file else "client_ca"
             raise _tls_problem(f"cannot load {name} ({_ssl_reason(exc)})") from None
-    context.verify_mode = _CLIENT_AUTH[tls.client_auth_type or "NoClientCert"]
     for name in tls.cipher_suites or []:
         if name not in _CIPHERS:
             raise _tls_problem(f"unknown cipher {name!r}", "cipher_suites")
@@ -363,7 +364,49 @@ def _ssl_context(tls: _TLSServerConfig, directory: Path) -> ssl.SSLContext:
     if tls.curve_preferences and len(tls.curve_preferences) == 1:
         context.set_ecdh_curve(_CURVES[tls.curve_preferences[0]])
     context.set_alpn_protocols(["http/1.1"])  # http2 is accepted but not served
+    oldest = _TLS_VERSIONS[tls.min_version or "TLS12"]
+    if oldest < ssl.TLSVersion.TLSv1_2:  # OpenSSL 3's security level may refuse them
+        refused = _refused(context, oldest)
+        if refused is not None:
+            problem = (
+                f"{ssl.OPENSSL_VERSION} will not negotiate {tls.min_version} with these "
+                f"settings ({refused}); use TLS12 or TLS13"
+            )
+            raise _tls_problem(problem, "min_version")
+    # Last: the trial client has no certificate to show.
+    context.verify_mode = _CLIENT_AUTH[tls.client_auth_type or "NoClientCert"]
     return context
+
+
+def _refused(server: ssl.SSLContext, version: ssl.TLSVersion) -> str | None:
+    """Why a client speaking ``version`` only cannot finish a handshake with ``server``, or
+    None if it can: a handshake in memory, as the linked OpenSSL runs it. The client
+    accepts anything, so that what is tried is the server's side."""
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client.minimum_version = client.maximum_version = version
+    client.set_ciphers("ALL:@SECLEVEL=0")
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    ends = (
+        client.wrap_bio(to_client, to_server),
+        server.wrap_bio(to_server, to_client, server_side=True),
+    )
+    for _ in range(8):  # each round passes one flight each way; TLS 1.0 needs two
+        finished = 0
+        for end in ends:
+            try:
+                end.do_handshake()
+                finished += 1
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as exc:
+                return _ssl_reason(exc)
+        if finished == len(ends):
+            return None
+    return "the handshake did not finish"
 
 
 def _load_cert_chain(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -63,9 +64,11 @@ class Exporter:
         args: list[str],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        open_files: int | None = None,
         **http_options: Any,
     ):
-        """``http_options`` go to every httpx request (``verify``, ``cert``, ``auth``)."""
+        """``open_files`` is the process's limit (``ulimit -n``, soft and hard); ``http_options``
+        go to every httpx request (``verify``, ``cert``, ``auth``)."""
         self.http_options = http_options
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTYCUBE_")}
         command = [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1:0", *args]
@@ -77,6 +80,7 @@ class Exporter:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=None if open_files is None else lambda: _limit_open_files(open_files),
         )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -142,6 +146,10 @@ class Exporter:
                 self.process.kill()
         self._reader.join(timeout=5)
         return code
+
+
+def _limit_open_files(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 def run_exporter_once(

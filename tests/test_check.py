@@ -283,14 +283,16 @@ def test_a_failing_endpoint_is_named_and_the_rest_still_checked(
     sim.set_faults(status=500, paths=[DIALOGS_TOTAL_PATH])
     run = run_check(served(sim), max_retries="0")
     assert run.code == 1, run
+    # The per-day answers need their totals too, to be proven.
     assert run.failures() == [
+        "dialogs/created-total failed: HTTP 500: simulated error",
         "dialogs/created-total failed: HTTP 500: simulated error",
         "could not compare totals with per-day sums: dialogs/created-total: HTTP 500: "
         "simulated error",
     ]
     assert run.text("messages/sent-per-day answered: ")
     assert run.text("the API cuts its days at midnight in CONNECTYCUBE_TIMEZONE (UTC,")
-    assert run.summary == "check: 2 problem(s) in 1 app(s)"
+    assert run.summary == "check: 3 problem(s) in 1 app(s)"
 
 
 # --------------------------------------------------------------------------- wrong zone
@@ -422,7 +424,7 @@ def test_every_app_of_the_config_file_is_reported_in_order(
     run = run_check(url, key=None, config_file=str(config))
 
     assert run.code == 1, run
-    assert [app for _, app, _ in run.findings] == ["prod"] * 8 + ["staging", "gone"]
+    assert [app for _, app, _ in run.findings] == ["prod"] * 9 + ["staging", "gone"]
     assert set(run.levels("prod")) == {"ok"}, run
     assert "group" in run.text("dialogs/created-total answered", "prod")
     assert "broadcast" not in run.text("dialogs/created-total answered", "prod")

@@ -9,6 +9,7 @@ routes it serves), and run the image's HEALTHCHECK command as the container woul
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -24,6 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from exporter import __version__
 from exporter.config import Settings, env_name
@@ -45,6 +49,13 @@ SETTING_ENV_NAMES = frozenset(env_name(field) for field in Settings.model_fields
 DEFAULT_PORT = int(Settings.model_fields["listen_address"].default.rsplit(":", 1)[1])
 ENV_NAME_PATTERN = re.compile(r"\bCONNECTYCUBE_[A-Z0-9_]*[A-Z0-9]\b")
 PINNED_TAG = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
+# A base image: pinned to a version, and to its digest once Renovate has added it.
+PINNED_BASE = re.compile(PINNED_TAG.pattern.removesuffix("$") + r"(@sha256:[0-9a-f]{64})?$")
+LOCK = ROOT / "requirements.txt"
+LOCK_COMMAND = (
+    "uv pip compile pyproject.toml --generate-hashes --python-version 3.11 "
+    "--output-file requirements.txt"
+)
 IMAGE = "connectycube-exporter"  # the console script, and the repository's name
 PUBLISHED_IMAGE = f"ghcr.io/connectycube-exporter/{IMAGE}"
 
@@ -158,13 +169,14 @@ def test_hadolint_passes_on_the_dockerfile() -> None:
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
-def test_yamllint_passes_on_deploy() -> None:
+def assert_yamllint_passes(*paths: str) -> None:
+    """yamllint -s with the repository's configuration (shared with the chart's tests)."""
     if importlib.util.find_spec("yamllint") is None:
         if os.environ.get("CI"):
             pytest.fail("yamllint is not installed: it is in the test extra of pyproject.toml")
         pytest.skip("yamllint is not installed (pip install -e '.[test]')")
     result = subprocess.run(
-        [sys.executable, "-m", "yamllint", "-s", "-c", ".yamllint.yml", "deploy", ".yamllint.yml"],
+        [sys.executable, "-m", "yamllint", "-s", "-c", ".yamllint.yml", *paths],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -172,6 +184,10 @@ def test_yamllint_passes_on_deploy() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yamllint_passes_on_deploy() -> None:
+    assert_yamllint_passes("deploy", ".yamllint.yml")
 
 
 def test_every_connectycube_variable_named_in_deploy_files_is_a_setting() -> None:
@@ -198,7 +214,7 @@ def test_base_images_are_pinned_and_the_same_in_every_stage() -> None:
         words = arguments.split()
         image = next(word for word in words if not word.startswith("--"))
         if image not in stages:  # FROM builder would be a stage, not an image
-            assert PINNED_TAG.match(image), f"FROM {image} is not pinned to a version"
+            assert PINNED_BASE.match(image), f"FROM {image} is not pinned to a version"
             assert "latest" not in image
             bases.add(image)
         if len(words) >= 3 and words[-2].upper() == "AS":
@@ -302,6 +318,88 @@ def test_final_stage_installs_the_project_wheel_and_keeps_no_build_leftovers() -
     env = " ".join(a for k, a in stage if k == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "PIP_NO_CACHE_DIR=1" in env
+
+
+def locked() -> dict[str, tuple[Version, list[str]]]:
+    """The lock file: canonical name -> (pinned version, its sha256 hashes)."""
+    pins = {}
+    text = LOCK.read_text(encoding="utf-8").replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.partition("#")[0].strip()
+        if not line:
+            continue
+        requirement, *hashes = (part.strip() for part in line.split("--hash="))
+        pinned = Requirement(requirement)
+        (specifier,) = pinned.specifier
+        assert specifier.operator == "==", line
+        assert pinned.marker is None, line
+        assert not pinned.extras, line
+        assert hashes, f"{pinned.name} has no hash"
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), line
+        pins[canonicalize_name(pinned.name)] = (Version(specifier.version), hashes)
+    return pins
+
+
+def test_the_lock_pins_every_dependency_within_pyprojects_ranges() -> None:
+    pins = locked()
+    for dependency in PYPROJECT["dependencies"]:
+        wanted = Requirement(dependency)
+        name = canonicalize_name(wanted.name)
+        assert name in pins, f"{wanted.name} is not in requirements.txt: regenerate it"
+        version, _ = pins[name]
+        assert wanted.specifier.contains(version), f"{name} {version} is outside {wanted}"
+    assert canonicalize_name(PYPROJECT["name"]) not in pins  # the image builds the project
+
+
+def test_the_lock_holds_the_dependencies_of_what_it_locks() -> None:
+    """Whatever a locked package needs is locked too (read from the installed metadata of
+    the packages installed here at their locked versions; pip check does it in the image)."""
+    pins = locked()
+    checked = 0
+    for name, (version, _) in pins.items():
+        try:
+            installed = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        if Version(installed.version) != version:
+            continue
+        checked += 1
+        for text in installed.requires or []:
+            needed = Requirement(text)
+            if needed.marker is None or needed.marker.evaluate(
+                {"extra": "", "python_version": "3.11", "sys_platform": "linux"}
+            ):
+                assert canonicalize_name(needed.name) in pins, f"{name} needs {needed}"
+    assert checked, "no locked package is installed at its locked version here"
+
+
+def test_the_lock_is_made_by_the_documented_command() -> None:
+    header = LOCK.read_text(encoding="utf-8").splitlines()[:3]
+    assert f"#    {LOCK_COMMAND}" in header
+    assert LOCK_COMMAND in (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert LOCK_COMMAND in DOCKERFILE.read_text(encoding="utf-8")
+
+
+def test_the_image_installs_exactly_the_lock_with_hashes_checked_twice() -> None:
+    assert not dockerignored(LOCK.name)
+    instructions = dockerfile_instructions()
+    builder = instructions[: len(instructions) - len(final_stage())]
+    (copy,) = [a for k, a in builder if k == "COPY" and LOCK.name in a]
+    assert copy.split() == [LOCK.name, "./"]
+    (download,) = [a for k, a in builder if k == "RUN" and "pip download" in a]
+    assert f"-r {LOCK.name}" in download
+    assert "--require-hashes" in download
+    assert "--only-binary=:all:" in download  # the very files the hashes name, no builds
+    (project,) = [a for k, a in builder if k == "RUN" and "pip wheel" in a]
+    assert "--no-deps" in project  # the project's own wheel, no unlocked dependency
+    (install,) = [a for k, a in final_stage() if k == "RUN" and "pip install" in a]
+    mount = re.search(rf"--mount=type=bind,source={LOCK.name},target=(\S+)", install)
+    assert mount is not None
+    commands = [" ".join(c.split()) for c in install.split("&&")]
+    assert "--require-hashes" in commands[0]
+    assert f"-r {mount[1]}" in commands[0]
+    assert '--no-deps "connectycube-exporter==${VERSION}"' in commands[1]
+    assert commands[2] == "pip check"
 
 
 def test_image_version_and_labels_match_the_package() -> None:

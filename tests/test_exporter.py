@@ -179,8 +179,8 @@ def test_an_error_inside_a_200_is_a_failed_request_with_the_apis_words(shape: st
     process = start(server.url, key=SECRET_KEY)
     try:
         process.wait_for_value("connectycube_up", 0, app="default")
-        line = process.wait_for_log("poll failed")
-        assert "messages/sent-total: HTTP 200: simulated error" in line
+        # Polls every 0.3 s: one that ran out of time on a busy machine may come first.
+        process.wait_for_log(r"poll failed.*messages/sent-total: HTTP 200: simulated error")
         outcome = process.value(
             "connectycube_api_requests_total",
             app="default",

@@ -1,12 +1,17 @@
-"""The HTTP routes, through the app alone: no socket needed."""
+"""The HTTP routes, through the app alone; then the HTTP edges over a real exporter's socket:
+framing, versions, content negotiation, the head limit, empty lines before a request."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import gzip
+import re
+import select
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import bcrypt
@@ -19,6 +24,7 @@ from exporter.http import App, create_app
 from exporter.server import Request, Response
 from exporter.snapshot import AppSnapshot, Snapshot, frozen_map
 from exporter.webconfig import WebConfig
+from tests.processes import Exporter
 
 
 class Client:
@@ -244,3 +250,138 @@ def test_too_many_logins_at_once_get_503(monkeypatch: pytest.MonkeyPatch) -> Non
         return sorted(answer.status for answer in answers)
 
     assert asyncio.run(flood()) == [401, 401, 503, 503, 503]
+
+
+# --- the HTTP edges, over a real exporter's socket ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Exporter]:
+    process = Exporter(["--demo"])
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def exchange(demo: Exporter, *pieces: bytes, quiet: float = 2.0) -> tuple[list[int], bool]:
+    """Send ``pieces`` (a moment apart: separate reads), then read until the server closes or
+    says nothing for ``quiet`` seconds: the status of each answer, and whether it closed."""
+    host, port = demo.url.removeprefix("http://").rsplit(":", 1)
+    data = b""
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.05)
+        closed = False
+        while select.select([sock], [], [], quiet)[0]:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)], closed
+
+
+HEALTHY = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n"
+SMUGGLED = b"GET /-/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n",
+    ],
+    ids=["length-first", "chunked-first"],
+)
+def test_a_request_framed_twice_is_answered_then_closed(demo: Exporter, framing: bytes) -> None:
+    """RFC 9112 6.1: the server MUST close. A proxy that framed it by Content-Length took
+    the request hidden in the chunked body for body: it must never be answered."""
+    request = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\n" + SMUGGLED
+    assert exchange(demo, request) == ([200], True)
+
+
+@pytest.mark.parametrize("version", [b"2.0", b"3.0", b"0.9"])
+def test_an_http_major_version_other_than_1_gets_505(demo: Exporter, version: bytes) -> None:
+    request = b"GET /metrics HTTP/" + version + b"\r\nHost: x\r\n\r\n"
+    assert exchange(demo, request) == ([505], True)
+
+
+OPENMETRICS = "application/openmetrics-text"
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("application/openmetrics-text;q=0, text/plain", "text/plain"),  # q=0: not acceptable
+        ("text/plain;q=0, application/openmetrics-text", OPENMETRICS),
+        ("text/plain;q=0, */*;q=0.1", OPENMETRICS),
+        ("application/openmetrics-text;q=0, */*", "text/plain"),
+        ("text/plain;q=0.5, application/openmetrics-text;q=0.9", OPENMETRICS),
+        ("application/openmetrics-text;q=0.5, text/plain;q=0.9", "text/plain"),
+        ("Application/OpenMetrics-Text", OPENMETRICS),  # media types are case-insensitive
+        ("APPLICATION/OPENMETRICS-TEXT; VERSION=1.0.0", OPENMETRICS),
+        ("application/openmetrics-text;Q=0.5", OPENMETRICS),
+        ("application/openmetrics-text;q=1.5", "text/plain"),  # invalid q: no preference
+        ("application/openmetrics-text;q=0.0001", "text/plain"),  # four decimals
+        ("application/openmetrics-text;q=high", "text/plain"),
+        ("application/openmetrics-text;q=0.5, text/plain;q=2", OPENMETRICS),
+        (PROMETHEUS_3, OPENMETRICS),
+        ("*/*", "text/plain"),
+        ("", "text/plain"),
+    ],
+)
+def test_content_negotiation(demo: Exporter, accept: str, expected: str) -> None:
+    response = demo.get("/metrics", Accept=accept)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith(expected + ";")
+    assert response.text.endswith("# EOF\n") == (expected == OPENMETRICS)
+
+
+def head_of(size: int, line_end: bytes = b"\r\n") -> bytes:
+    """A request head of exactly ``size`` bytes, padded by one header."""
+    start = b"GET /-/healthy HTTP/1.1" + line_end + b"Host: x" + line_end + b"X-Pad: "
+    pad = size - len(start) - 2 * len(line_end)
+    return start + b"a" * pad + line_end + line_end
+
+
+def test_the_head_limit_counts_the_bytes_sent(demo: Exporter) -> None:
+    limit = 16 * 1024
+    assert len(head_of(limit)) == limit
+    assert exchange(demo, head_of(limit), quiet=0.5) == ([200], False)
+    assert exchange(demo, head_of(limit + 1)) == ([431], True)
+
+
+def test_a_head_of_12_kb_in_short_lines_is_under_the_limit(demo: Exporter) -> None:
+    """Bare LF ends lines too: 3,000 headers of 4 bytes each."""
+    head = b"GET /-/healthy HTTP/1.1\nHost: x\n" + b"x:1\n" * 3000 + b"\n"
+    assert 12_000 < len(head) < 12_100
+    assert exchange(demo, head, quiet=0.5) == ([200], False)
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        (b"\r\n" + HEALTHY,),
+        (b"\r\n\r\n\n" + HEALTHY,),
+        (b"\r", b"\n", HEALTHY),  # read apart
+        (HEALTHY, b"\r\n" + HEALTHY),  # on keep-alive
+        (HEALTHY + b"\r\n" + HEALTHY,),  # pipelined
+    ],
+    ids=["crlf", "several", "split", "keep-alive", "pipelined"],
+)
+def test_empty_lines_before_a_request_line_are_ignored(
+    demo: Exporter, pieces: tuple[bytes, ...]
+) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request."""
+    expected = [200] * sum(piece.count(b"GET ") for piece in pieces)
+    assert exchange(demo, *pieces, quiet=0.5) == (expected, False)

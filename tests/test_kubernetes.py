@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from functools import cache
 from http import HTTPStatus
@@ -196,9 +197,9 @@ def test_the_expected_kustomizations_exist() -> None:
     assert components == {"prometheus-operator", "kube-prometheus-stack", "tls", "sharded"}
 
 
-@pytest.mark.parametrize("directory", renders())
-def test_kustomization_renders_and_every_core_object_validates(directory: Path) -> None:
-    objects = rendered(directory)
+def assert_core_objects_validate(objects: Objects) -> None:
+    """Every object but the operator's, against the oldest and newest Kubernetes schemas
+    (shared with the Helm chart's tests)."""
     assert objects
     for obj in objects:
         if obj["apiVersion"].startswith(f"{MONITORING}/"):
@@ -211,6 +212,11 @@ def test_kustomization_renders_and_every_core_object_validates(directory: Path) 
                 pytest.fail(
                     f"{obj['kind']}/{obj['metadata']['name']} ({version}): {where}: {error.message}"
                 )
+
+
+@pytest.mark.parametrize("directory", renders())
+def test_kustomization_renders_and_every_core_object_validates(directory: Path) -> None:
+    assert_core_objects_validate(rendered(directory))
 
 
 def test_all_components_together_render_and_validate(everything: Objects) -> None:
@@ -270,9 +276,9 @@ def test_image_and_version_are_named_once_in_the_base() -> None:
         assert not re.search(r"app\.kubernetes\.io/version:", text), path
 
 
-@pytest.mark.parametrize("directory", renders())
-def test_pod_runs_locked_down_under_its_own_service_account(directory: Path) -> None:
-    objects = rendered(directory)
+def assert_pod_runs_locked_down_under_its_own_service_account(objects: Objects) -> None:
+    """Non-root, no privilege, no token, a read-only root with its own /tmp; resources set.
+    Shared with the Helm chart's tests: both kits lock the pod down alike."""
     pod = pod_spec(objects)
     account = one(objects, "ServiceAccount")
     assert pod["serviceAccountName"] == account["metadata"]["name"]
@@ -295,6 +301,11 @@ def test_pod_runs_locked_down_under_its_own_service_account(directory: Path) -> 
     (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]  # noqa: S108
     (volume,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
     assert "emptyDir" in volume
+
+
+@pytest.mark.parametrize("directory", renders())
+def test_pod_runs_locked_down_under_its_own_service_account(directory: Path) -> None:
+    assert_pod_runs_locked_down_under_its_own_service_account(rendered(directory))
 
 
 @pytest.mark.parametrize("directory", renders())
@@ -730,17 +741,23 @@ def quick_start(markdown: str, heading: str) -> list[str]:
     return block[1].strip().splitlines()
 
 
-def test_the_five_commands_agree_with_the_manifests() -> None:
-    """README and docs/deploy.md: the same five commands, naming what the overlay makes."""
-    readme = quick_start((ROOT / "README.md").read_text(encoding="utf-8"), "## Kubernetes")
-    docs = quick_start(
-        (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8"), "### On kube-prometheus-stack"
+def test_the_five_commands_apply_the_released_overlay_and_agree_with_it() -> None:
+    """docs/deploy.md: five commands, no clone: the overlay by its URL at the release's tag."""
+    commands = quick_start(
+        (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8"),
+        "### With kustomize on kube-prometheus-stack",
     )
-    assert readme == docs
-    assert len(readme) <= 5
-    text = "\n".join(readme)
-    (path,) = re.findall(r"kubectl apply -k (\S+)", text)
-    objects = rendered(ROOT / path)
+    assert len(commands) <= 5
+    text = "\n".join(commands)
+    (url,) = re.findall(r"kubectl apply -k '([^']+)'", text)
+    homepage = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "urls"
+    ]["Homepage"]
+    repository, _, rest = url.partition("//deploy/")
+    assert repository == homepage
+    path, _, ref = rest.partition("?ref=")
+    assert ref == f"v{VERSION}"  # the tag the release workflow pushes
+    objects = rendered(ROOT / "deploy" / path)
     (namespace,) = {o["metadata"]["namespace"] for o in objects}
     assert set(re.findall(r"kubectl -n (\S+)", text)) == {namespace}
     secret, entry = re.search(r"create secret generic (\S+) --from-file=([\w-]+)=", text).groups()

@@ -21,7 +21,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -679,8 +679,9 @@ def test_the_connection_cap_fits_the_open_files_allowed(
     assert (limits.header_timeout, limits.tls_handshake_timeout) == (10, 10)
     assert limits.idle_timeout == 120
     monkeypatch.setattr(daemon, "raise_open_files_limit", lambda: 1024)
-    assert daemon.web_limits(settings).max_connections == 1024 - 64 - 64
-    assert "CONNECTYCUBE_WEB_MAX_CONNECTIONS lowered from 1024 to 896" in caplog.text
+    # Less polling's requests, the process's other files, and the sockets in transit.
+    assert daemon.web_limits(settings).max_connections == 1024 - 64 - 64 - 64
+    assert "CONNECTYCUBE_WEB_MAX_CONNECTIONS lowered from 1024 to 832" in caplog.text
 
 
 def test_raising_the_open_files_limit() -> None:
@@ -691,3 +692,117 @@ def test_raising_the_open_files_limit() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# --- the open files limit ----------------------------------------------------------------
+
+OPEN_FILES = 1024  # ulimit -n, soft and hard, of the exporter under test
+BURST = 1500
+
+
+@contextmanager
+def burst_of_connections(url: str, count: int) -> Iterator[None]:
+    """``count`` connections to ``url`` opened at once from 30 addresses, held silent."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    addresses = sources(30)
+    held = []
+    try:
+        for n in range(count):
+            sock = socket.socket()
+            held.append(sock)
+            sock.setblocking(False)
+            sock.bind((addresses[n % len(addresses)], 0))
+            sock.connect_ex((host, int(port)))  # the kernel completes it; nothing is sent
+        yield
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@contextmanager
+def most_open_files(pid: int, port: int) -> Iterator[list[int]]:
+    """The most files ``pid`` held while the block ran (in the list, once it ends)."""
+    most = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            with suppress(OSError):
+                most[0] = max(most[0], resources(pid, port)["files"])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield most
+    finally:
+        done.set()
+        sampler.join(5)
+
+
+def successful_polls(exporter: Exporter) -> float:
+    return exporter.value("connectycube_polls_total", app="default", outcome="success") or 0
+
+
+def probes_and_polls_go_on(exporter: Exporter) -> None:
+    for _ in range(5):
+        assert exporter.get("/-/healthy").status_code == 200
+    before = successful_polls(exporter)
+    wait_until(lambda: successful_polls(exporter) >= before + 3, 20, "three more polls")
+
+
+@pytest.mark.slow
+def test_a_burst_past_the_open_files_limit_stays_within_the_budget(
+    simulator: tuple[Simulator, str],
+) -> None:
+    """Under ``ulimit -n 1024``, 1,500 connections at once: the server takes only as many
+    as its budget, which leaves polling's descriptors free, so nothing runs out."""
+    _, api = simulator
+    raise_open_files_limit(BURST + 1024)
+    exporter = start_exporter(api, key=SECRET_KEY, open_files=OPEN_FILES)
+    port = int(exporter.url.rsplit(":", 1)[1])
+    try:
+        exporter.wait_for_value("connectycube_up", 1, app="default")
+        with (
+            most_open_files(exporter.process.pid, port) as most,
+            burst_of_connections(exporter.url, BURST),
+        ):
+            wait_until(
+                lambda: resources(exporter.process.pid, port)["connections"] >= 800,
+                20,
+                "the burst to be taken in",
+            )
+            probes_and_polls_go_on(exporter)
+    finally:
+        assert exporter.stop() == 0
+    print(f"\nopen files at most: {most[0]} of {OPEN_FILES}")
+    assert most[0] <= OPEN_FILES - 64  # polling's requests (64) always find a descriptor
+    assert "Traceback" not in exporter.logs
+    assert "out of" not in exporter.logs  # neither asyncio's error nor the server's warning
+
+
+@pytest.mark.slow
+def test_running_out_of_descriptors_is_one_warning_and_probes_and_polls_go_on(
+    simulator: tuple[Simulator, str],
+) -> None:
+    """The limit lowered under a running exporter, below what its budget assumed: accept
+    fails with EMFILE. One warning, no traceback; the cap comes down and gives back
+    descriptors, so polls and probes go on."""
+    _, api = simulator
+    raise_open_files_limit(BURST + 1024)
+    exporter = start_exporter(api, key=SECRET_KEY, open_files=OPEN_FILES)
+    try:
+        exporter.wait_for_value("connectycube_up", 1, app="default")
+        resource.prlimit(exporter.process.pid, resource.RLIMIT_NOFILE, (300, OPEN_FILES))
+        with burst_of_connections(exporter.url, 1000):
+            # Said by the server, or before, by asyncio (with a traceback each time).
+            exporter.wait_for_log("out of (file descriptors|system resource)", 20)
+            probes_and_polls_go_on(exporter)
+    finally:
+        assert exporter.stop() == 0
+    warnings = [line for line in exporter.lines if "out of file descriptors" in line]
+    print("\n" + "\n".join(warnings))
+    assert len(warnings) == 1
+    assert "WARNING" in warnings[0]
+    assert "Too many open files" in warnings[0]
+    assert "Traceback" not in exporter.logs
+    assert "out of system resource" not in exporter.logs

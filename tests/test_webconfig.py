@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +18,9 @@ import pytest
 
 from exporter import webconfig
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from tests.conftest import SECRET_KEY
 from tests.pki import PKI
+from tests.processes import run_exporter_once
 
 PASSWORD = "correct horse"
 # Fast hashes (cost 4) keep the tests quick; the code does not depend on the cost.
@@ -447,6 +450,49 @@ def test_min_version_refuses_older_clients(pki: PKI) -> None:
         old = {"maximum_version": ssl.TLSVersion.TLSv1_2}
         with pytest.raises(httpx.ConnectError):
             _get(lambda: _client(pki, **old), url)
+
+
+def _negotiable(pki: PKI, version: ssl.TLSVersion) -> bool:
+    """Whether a client speaking ``version`` only gets through a real handshake with a server
+    that allows it, as the OpenSSL linked here runs them (the client accepts any cipher:
+    what is tried is the server's side)."""
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(pki.ca)
+    client.set_ciphers("ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        server.minimum_version = client.maximum_version = version
+    server.load_cert_chain(pki.server_cert, pki.server_key)
+    with _https_server(server) as url:
+        try:
+            return (
+                _get(lambda: httpx.Client(verify=client, trust_env=False, timeout=5), url).text
+                == "ok"
+            )
+        except httpx.TransportError:
+            return False
+
+
+@pytest.mark.parametrize(
+    ("name", "version"), [("TLS10", ssl.TLSVersion.TLSv1), ("TLS11", ssl.TLSVersion.TLSv1_1)]
+)
+def test_a_min_version_openssl_will_not_negotiate_is_refused_at_start(
+    pki: PKI, tmp_path: Path, name: str, version: ssl.TLSVersion
+) -> None:
+    """OpenSSL 3 refuses TLS 1.0 and 1.1 at its security level, whatever the versions a
+    context allows: accepted, every such client would fail its handshake, unexplained."""
+    path = _write(tmp_path, _tls_config(pki, f"  min_version: {name}\n"))
+    args = ["--web-config-file", str(path), "--api-url", "http://127.0.0.1:9"]
+    args += ["--listen-address", "127.0.0.1:0"]  # were it to start
+    if _negotiable(pki, version):  # an OpenSSL that still speaks it: the file is fine
+        assert load_web_config(path).ssl_context is not None
+        return
+    result = run_exporter_once(args, {"CONNECTYCUBE_API_KEY": SECRET_KEY})
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"tls_server_config.min_version: {ssl.OPENSSL_VERSION} will not" in result.stderr
+    assert "use TLS12 or TLS13" in result.stderr
 
 
 def test_answers_without_bcrypt_when_it_can(
