@@ -35,8 +35,13 @@ def main() -> None:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # a line per request would be what is measured
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        # The exporter's backlog: socketserver's 5 would drop SYNs of 20 scrapers
+        # connecting at once, and each dropped one waits a second for its retry.
+        request_queue_size = 1024
+
+    server = Server(("127.0.0.1", 0), Handler)
     print(f"listening on http://127.0.0.1:{server.server_port}, ", file=sys.stderr, flush=True)
     server.serve_forever()
 

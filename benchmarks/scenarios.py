@@ -275,19 +275,16 @@ class Bench:
                 "benchmarks.reference", args, python_env(REPO_ROOT, {}), self.workdir
             )
             servers = {"exporter": exporter, "reference": reference}
+
+            def scrapes(server: Process) -> dict[str, Any]:
+                cpu = server.cpu_seconds()
+                url, n, seconds = server.url + "/metrics", p.fresh_scrapers, p.fresh_seconds
+                figures = closed_loop(url, n, seconds, 0, seconds, new_connections=True)
+                cpu = server.cpu_seconds() - cpu
+                return figures | {"cpu_per_scrape_ms": round(1000 * cpu / figures["scrapes"], 3)}
+
             runs = [
-                {
-                    name: closed_loop(
-                        server.url + "/metrics",
-                        p.fresh_scrapers,
-                        p.fresh_seconds,
-                        0,
-                        p.fresh_seconds,
-                        new_connections=True,
-                    )
-                    for name, server in servers.items()
-                }
-                for _ in range(p.rounds)
+                {name: scrapes(server) for name, server in servers.items()} for _ in range(p.rounds)
             ]
         finally:
             exporter.stop()

@@ -226,3 +226,39 @@ def test_a_new_snapshot_or_a_new_day_changes_the_body() -> None:
     third = parse_metrics(exposition.render().decode())
     assert value(third, "connectycube_messages_sent_today", app="prod") is None
     assert value(third, "connectycube_messages_sent", app="prod") == 1000
+
+
+class CountedReads:
+    """A process metric that counts how often it is read, as its value."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        self.reads += 1
+        return [GaugeMetricFamily("process_reads", "Reads of the process metrics.", self.reads)]
+
+
+def test_process_metrics_are_read_at_most_once_a_second() -> None:
+    reads = CountedReads()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(reads)
+    clock = {"now": NOW}
+    snapshot = snapshot_of(healthy_app())
+    exposition = Exposition(lambda: snapshot, ZONE, float("inf"), registry, lambda: clock["now"])
+
+    def process_reads(openmetrics: bool = False) -> float | None:
+        return value(parse_metrics(exposition.render(openmetrics).decode()), "process_reads")
+
+    assert process_reads() == 1
+    clock["now"] = NOW + 0.999  # an HA pair's second scrape, or a flood: the same answer
+    assert process_reads() == 1
+    packed = exposition.render(compress=True)
+    assert reads.reads == 2  # the gzip answer's own reading
+    assert exposition.render(compress=True) == packed
+    assert process_reads(openmetrics=True) == 3  # each format reads once for itself
+    clock["now"] = NOW + 1.0
+    assert process_reads() == 4
+    clock["now"] = NOW - 60  # the clock set back: read again, not frozen until it catches up
+    assert process_reads() == 5
+    assert process_reads() == 5
