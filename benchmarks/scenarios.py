@@ -67,7 +67,7 @@ class Params:
     slow_seconds: float = 10.0
     rounds: int = 3  # of each pair below, in turns; the best counts
     transport_apps: int = 300
-    transport_interval: float = 40.0  # the first cycle must end before the second starts
+    transport_interval: float = 50.0  # the first cycle must end before the second starts
     fresh_scrapers: int = 20  # each scrape on a new connection
     fresh_seconds: float = 3.0
 
