@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="Measure the exporter beside the baseline design, on loopback.",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, about half a minute")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, under a minute")
     parser.add_argument(
         "--output",
         type=Path,
