@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
 import json
 import os
 import platform
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
-
+from benchmarks.api import BenchAPI, Listeners, start_api
 from benchmarks.harness import REPO_ROOT
-from benchmarks.report import poll_rows, scrape_rows, table
+from benchmarks.report import goal_rows, goal_table, poll_rows, scrape_rows, table
 from benchmarks.scenarios import FULL, KEY_PREFIX, QUICK, Bench
-from tests.simulator import Simulator, start_simulator
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="Measure the exporter beside the baseline design, on loopback.",
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, about half a minute")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, under a minute")
     parser.add_argument(
         "--output",
         type=Path,
@@ -67,7 +68,7 @@ def revision(tree: Path) -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def machine(api_url: str) -> dict[str, Any]:
+def machine(api: Listeners) -> dict[str, Any]:
     """What every absolute figure depends on: the CPU, its load, Python, the API's transport."""
     model = next(
         (
@@ -77,15 +78,24 @@ def machine(api_url: str) -> dict[str, Any]:
         ),
         "unknown CPU",
     )
-    answer = httpx.get(api_url + "/_sim/stats")
-    keepalive = answer.http_version == "HTTP/1.1" and answer.headers.get("connection") != "close"
+    context = ssl.create_default_context(cafile=api.ca_file)
+    connection = http.client.HTTPSConnection(urlsplit(api.url("https")).netloc, context=context)
+    try:
+        connection.request("GET", "/")
+        answer = connection.getresponse()
+        answer.read()
+        keepalive = answer.version == 11 and answer.getheader("Connection") != "close"
+        tls = connection.sock.version()  # type: ignore[union-attr]
+    finally:
+        connection.close()
     return {
         "cpu": model,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_start": os.getloadavg()[0],
-        "api_transport": "HTTP/1.1 keep-alive" if keepalive else "a new connection per request",
+        "api_transport": f"HTTPS ({tls}), "
+        + ("HTTP/1.1 keep-alive" if keepalive else "a new connection per request"),
     }
 
 
@@ -93,15 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = QUICK if args.quick else FULL
     started = time.monotonic()
-    simulator = Simulator(key_prefix=KEY_PREFIX)
-    server = start_simulator(simulator)
-    try:
-        run = machine(server.url)
-        with tempfile.TemporaryDirectory(prefix="connectycube-bench-") as workdir:
-            bench = Bench(simulator, server.url, args.exporter_path, Path(workdir), params)
-            results = bench.run()
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="connectycube-bench-") as workdir:
+        keys = max(*params.apps, params.transport_apps)
+        api = start_api(BenchAPI(KEY_PREFIX, keys), Path(workdir))
+        try:
+            run = machine(api)
+            results = Bench(api, args.exporter_path, Path(workdir), params).run()
+        finally:
+            api.stop()
     run |= {
         "loadavg_end": os.getloadavg()[0],
         "seconds": round(time.monotonic() - started),
@@ -109,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         "params": dataclasses.asdict(params),
     }
     rows = poll_rows(results) + scrape_rows(results, params)
+    goals = goal_rows(results, params)
     print(table(rows))
+    print()
+    print(goal_table(goals))
     print(
         f"\nMachine: {run['cpu']}, {run['cores']} cores, Python {run['python']}, "
         f"{run['platform']}; load average {run['loadavg_start']:.2f} at start, "
@@ -118,7 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{'. QUICK: tiny sizes' if args.quick else ''}. The run took {run['seconds']} s."
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    figures = {"run": run, "figures": results, "rows": [row._asdict() for row in rows]}
+    figures = {
+        "run": run,
+        "figures": results,
+        "rows": [row._asdict() for row in rows],
+        "goals": [goal._asdict() for goal in goals],
+    }
     args.output.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"Every figure: {args.output}")
     return 0

@@ -11,14 +11,17 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -143,9 +146,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def closed_loop(
-    url: str, scrapers: int, duration: float, min_scrapes: int, max_duration: float
+    url: str,
+    scrapers: int,
+    duration: float,
+    min_scrapes: int,
+    max_duration: float,
+    new_connections: bool = False,
 ) -> dict[str, Any]:
-    """``scrapers`` threads scraping back to back, each with a keep-alive client.
+    """``scrapers`` threads scraping back to back, each with a keep-alive client, or with
+    ``new_connections`` a connection of its own for each scrape, asking the server to close
+    it (a bare socket: the client's share of the CPU stays small, so that it is the server
+    that is measured).
 
     Runs ``duration`` seconds, longer until ``min_scrapes`` were done (so that a p99 means
     something), never longer than ``max_duration``. Latency is the whole answer read raw,
@@ -161,6 +172,8 @@ def closed_loop(
         return elapsed >= max_duration or (elapsed >= duration and len(latencies) >= min_scrapes)
 
     def scraper() -> None:
+        if new_connections:
+            return connecting_scraper()
         with httpx.Client(headers=PROMETHEUS_HEADERS, timeout=60) as client:
             while not done():
                 began = time.perf_counter()
@@ -173,6 +186,25 @@ def closed_loop(
                     continue
                 latencies.append(time.perf_counter() - began)
                 wire_bytes.append(size)
+
+    def connecting_scraper() -> None:
+        parts = urlsplit(url)
+        address = (parts.hostname, parts.port)
+        head = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        request = head + "".join(f"{k}: {v}\r\n" for k, v in PROMETHEUS_HEADERS.items()) + "\r\n"
+        while not done():
+            began = time.perf_counter()
+            try:
+                with socket.create_connection(address, timeout=60) as sock:
+                    sock.sendall(request.encode())
+                    answer = b"".join(iter(partial(sock.recv, 1 << 16), b""))
+                if not answer.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")):
+                    raise OSError(answer[:40])
+            except OSError as exc:
+                failed.append(type(exc).__name__)
+                continue
+            latencies.append(time.perf_counter() - began)
+            wire_bytes.append(len(answer) - answer.index(b"\r\n\r\n") - 4)
 
     threads = [threading.Thread(target=scraper, daemon=True) for _ in range(scrapers)]
     for thread in threads:

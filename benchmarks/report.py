@@ -168,3 +168,71 @@ def table(rows: list[Row]) -> str:
         shown = "-" if row.ratio is None else f"{row.ratio:.{2 if row.ratio >= 0.01 else 4}f}"
         lines.append(f"| {row.measure} | {row.exporter} | {row.baseline} | {shown} |")
     return "\n".join(lines)
+
+
+class Goal(NamedTuple):
+    """A ratio the exporter is held to, against what it should come close to."""
+
+    measure: str
+    exporter: str
+    against: str
+    ratio: float | None
+    goal: str
+    met: bool | None
+
+
+HTTPS_OVER_HTTP_MAX = 1.25  # CPU per API request
+SCRAPE_RATE_MIN = 0.7  # of ThreadingHTTPServer's scrapes per second
+SCRAPE_P99_MAX = 2.0  # times ThreadingHTTPServer's
+
+
+def goal_rows(results: dict[str, Any], p: Params) -> list[Goal]:
+    """The later cycle's CPU over HTTPS against plain HTTP; small scrapes on new
+    connections against ``ThreadingHTTPServer``: rate and p99. Each the best round."""
+    cycle = results["later_cycle"]["best"]
+    https, plain = cycle["https"]["cpu_per_request_ms"], cycle["http"]["cpu_per_request_ms"]
+    over_tls = ratio(https, plain)
+    scrapes = results["new_connection_scrapes"]["best"]
+    e, r = scrapes["exporter"], scrapes["reference"]
+    rate, p99 = ratio(e["scrapes_per_s"], r["scrapes_per_s"]), ratio(e["p99_ms"], r["p99_ms"])
+    where = f"1 app, {p.fresh_scrapers} scrapers, a new connection each"
+
+    def met(value: float | None, ok: Callable[[float], bool]) -> bool | None:
+        return None if value is None else ok(value)
+
+    return [
+        Goal(
+            f"poll CPU per API request, a later cycle of {p.transport_apps} app(s): "
+            "HTTPS / plain HTTP",
+            millis(https),
+            millis(plain),
+            over_tls,
+            f"<= {HTTPS_OVER_HTTP_MAX:g}",
+            met(over_tls, lambda v: v <= HTTPS_OVER_HTTP_MAX),
+        ),
+        Goal(
+            f"/metrics scrapes per second, {where}: exporter / ThreadingHTTPServer",
+            f"{e['scrapes_per_s']:g}",
+            f"{r['scrapes_per_s']:g}",
+            rate,
+            f">= {SCRAPE_RATE_MIN:g}",
+            met(rate, lambda v: v >= SCRAPE_RATE_MIN),
+        ),
+        Goal(
+            f"/metrics p50 / p99, {where}: exporter / ThreadingHTTPServer (p99)",
+            latencies(e),
+            latencies(r),
+            p99,
+            f"<= {SCRAPE_P99_MAX:g}",
+            met(p99, lambda v: v <= SCRAPE_P99_MAX),
+        ),
+    ]
+
+
+def goal_table(goals: list[Goal]) -> str:
+    lines = ["| goal | exporter | against | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for g in goals:
+        shown = "-" if g.ratio is None else f"{g.ratio:.2f}"
+        met = {True: "yes", False: "no", None: "-"}[g.met]
+        lines.append(f"| {g.measure} | {g.exporter} | {g.against} | {shown} | {g.goal} | {met} |")
+    return "\n".join(lines)

@@ -1,10 +1,14 @@
 """The /metrics body, rendered once per snapshot, not on every scrape: each app's sample
 lines once per ``AppSnapshot`` (kept until a count goes stale or the day ends), the body
-once per format, its gzip when first asked. Only the process metrics are made per scrape.
+once per format, its gzip when first asked. Only the process metrics are read again, at
+most once a second: scrapers that come closer together (an HA pair of Prometheus, a flood
+of them) get the same answer, a copy of bytes, where reading and rendering the process
+metrics anew would cost more than all the rest of a small scrape.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import zlib
@@ -27,6 +31,8 @@ from exporter.collector import (
     app_samples,
 )
 from exporter.snapshot import CLOCK_STEP_SECONDS, AppSnapshot, Snapshot
+
+PROCESS_METRICS_MAX_AGE = 1.0  # seconds
 
 # The escapes of both text formats, in label values and (without the quote) help texts.
 LABEL_VALUE_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", '"': '\\"'})
@@ -106,6 +112,10 @@ class Exposition:
         # The wall clock minus the monotonic clock, measured again only when it steps:
         # times shown stay the same from one scrape to the next.
         self._wall_offset = 0.0
+        # Whole answers, by format and compression, with the process metrics read at (on
+        # the monotonic clock):
+        self._answers: dict[tuple[bool, bool], bytes] = {}
+        self._answered_at = -math.inf
 
     def render(self, openmetrics: bool = False, compress: bool = False) -> bytes:
         """The full /metrics body in the classic text format or OpenMetrics."""
@@ -120,11 +130,21 @@ class Exposition:
                 self._bodies = {}
                 self._expires = self._refresh(snapshot, now, moment)
                 self._made_from = snapshot
-            body = self._bodies.get(openmetrics)
-            if body is None:
-                body = self._bodies[openmetrics] = _Body(self._assemble(snapshot, openmetrics))
-        tail = (generate_openmetrics if openmetrics else generate_latest)(self._process_metrics)
-        return body.gzipped(tail) if compress else body.data + tail
+                self._answers = {}
+            if not self._answered_at <= moment < self._answered_at + PROCESS_METRICS_MAX_AGE:
+                self._answers = {}
+                self._answered_at = moment
+            answer = self._answers.get((openmetrics, compress))
+            if answer is None:
+                body = self._bodies.get(openmetrics)
+                if body is None:
+                    body = _Body(self._assemble(snapshot, openmetrics))
+                    self._bodies[openmetrics] = body
+                generate = generate_openmetrics if openmetrics else generate_latest
+                tail = generate(self._process_metrics)
+                answer = body.gzipped(tail) if compress else body.data + tail
+                self._answers[openmetrics, compress] = answer
+        return answer
 
     def _refresh(self, snapshot: Snapshot, now: float, moment: float) -> float:
         """Render the apps that changed; the (monotonic) time until which every app's

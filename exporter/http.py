@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from html import escape
 
 from exporter import __version__
@@ -163,6 +164,9 @@ def create_app(
     return app
 
 
+# Scrapers send the same few headers again and again: each is parsed once (a flood of
+# distinct ones only cycles the cache).
+@lru_cache(maxsize=64)
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether ``Accept-Encoding`` admits gzip (``gzip;q=0`` refuses it)."""
     for coding, _, q in _preferences(accept_encoding):
@@ -171,6 +175,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=64)
 def wants_openmetrics(accept: str) -> bool:
     """Whether ``Accept`` prefers OpenMetrics 1.0.0 to the classic text format (RFC 9110
     12.5.1): each format takes the ``q`` of the most specific range naming it (``*/*``,

@@ -34,6 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -577,7 +578,7 @@ class _Connection(asyncio.BufferedProtocol):
         """Send ``answer``, without its body for HEAD."""
         headers = [(name.encode(), value.encode("latin-1")) for name, value in answer.headers]
         headers.append((b"Content-Length", b"%d" % len(answer.body)))
-        headers.append((b"Date", formatdate(usegmt=True).encode()))
+        headers.append((b"Date", _http_date(int(time.time()))))
         if close:
             headers.append((b"Connection", b"close"))
         reason = _REASONS.get(answer.status, b"")
@@ -631,6 +632,12 @@ def _show(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
     return str(peer)
+
+
+@lru_cache(maxsize=1)
+def _http_date(second: int) -> bytes:
+    """The Date header of answers within ``second``: made once a second, not per answer."""
+    return formatdate(second, usegmt=True).encode()
 
 
 def _reason(exc: BaseException) -> str:

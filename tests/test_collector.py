@@ -259,3 +259,46 @@ def test_a_wall_clock_step_changes_no_age() -> None:
     clock["monotonic"] += 51
     stale = parse_metrics(exposition.render().decode())
     assert value(stale, "connectycube_messages_sent", app="prod") is None
+
+
+class CountedReads:
+    """A process metric that counts how often it is read, as its value."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        self.reads += 1
+        return [GaugeMetricFamily("process_reads", "Reads of the process metrics.", self.reads)]
+
+
+def test_process_metrics_are_read_at_most_once_a_second() -> None:
+    reads = CountedReads()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(reads)
+    clock = {"wall": NOW, "monotonic": NOW}
+    snapshot = snapshot_of(healthy_app())
+    exposition = Exposition(
+        lambda: snapshot,
+        ZONE,
+        float("inf"),
+        registry,
+        lambda: clock["wall"],
+        lambda: clock["monotonic"],
+    )
+
+    def process_reads(openmetrics: bool = False) -> float | None:
+        return value(parse_metrics(exposition.render(openmetrics).decode()), "process_reads")
+
+    assert process_reads() == 1
+    clock["monotonic"] = NOW + 0.999  # an HA pair's second scrape, or a flood: the same answer
+    assert process_reads() == 1
+    packed = exposition.render(compress=True)
+    assert reads.reads == 2  # the gzip answer's own reading
+    assert exposition.render(compress=True) == packed
+    assert process_reads(openmetrics=True) == 3  # each format reads once for itself
+    clock["monotonic"] = NOW + 1.0
+    assert process_reads() == 4
+    clock["wall"] = NOW - 60  # the wall clock stepped: everything is placed again, once
+    assert process_reads() == 5
+    assert process_reads() == 5
