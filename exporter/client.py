@@ -162,9 +162,15 @@ def open_http(limits: ClientLimits) -> httpx.AsyncClient:
     size = httpx.Limits(max_connections=CONNECTIONS_PER_POOL)  # all kept alive
     return httpx.AsyncClient(
         timeout=httpx.Timeout(limits.request_timeout),
-        transport=PoolShards(
-            [httpx.AsyncHTTPTransport(verify=tls, limits=size) for _ in range(shards)]
-        ),
+        # Mounted, not given as the transport: httpx then still routes the hosts that the
+        # environment's HTTPS_PROXY, HTTP_PROXY and ALL_PROXY name through them (NO_PROXY
+        # ones through a plain pool of its own, verified alike).
+        verify=tls,
+        mounts={
+            "all://": PoolShards(
+                [httpx.AsyncHTTPTransport(verify=tls, limits=size) for _ in range(shards)]
+            )
+        },
         # Compressed answers are not asked for; one that comes anyway is decoded by
         # StatsClient, with the size cap applied to what it decodes to.
         headers={
@@ -253,11 +259,12 @@ class StatsClient:
                 raise APIInvalidResponse(
                     path, f"asked for {first} to {last}, the answer holds {stray[0]}"
                 )
-            if first == last or sum(page.values()) == total:
+            shortfall = total - sum(page.values())
+            if first == last or not shortfall:
                 proven.counts.update((day, n) for day, n in page.items() if first <= day <= last)
-                if sum(page.values()) != total:
+                if shortfall:
                     # Alone in its window, every page of it read: the endpoints disagree.
-                    proven.disputed[first] = total - sum(page.values())
+                    proven.disputed[first] = shortfall
                 done(first, last)
                 return
             # One half after the other: an error then ends the work, with no half left over.
@@ -278,10 +285,10 @@ class StatsClient:
         deadline: float,
     ) -> tuple[dict[date, int], int, int]:
         """The per-day answer for a window, the API's total for it, and the requests they
-        took. When they disagree
-        over a ``narrow`` window, one that touches at most three dates (a day and a second
-        either side), the pages at ``offset`` 1 and 2 are read too: whether ``offset``
-        counts days with data or calendar days, the three pages hold every date there is."""
+        took. When they disagree over a ``narrow`` window, one that touches at most three
+        dates (a day and a second either side), the pages at ``offset`` 1 and 2 are read
+        too: whether ``offset`` counts days with data or calendar days, the three pages hold
+        every date there is."""
         page, total = await asyncio.gather(
             self.per_day(app, kind, start, end, deadline=deadline),
             self.total(app, kind, start, end, deadline=deadline),
@@ -435,7 +442,7 @@ def _ignore_outcome(exchange: asyncio.Future[Any]) -> None:
         exchange.exception()
 
 
-def parse_retry_after(value: str) -> float | None:
+def parse_retry_after(value: str, cap: float = MAX_RETRY_AFTER_SECONDS) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
     value = value.strip()
     if value.isascii() and value.isdigit():
@@ -448,7 +455,7 @@ def parse_retry_after(value: str) -> float | None:
         if when.tzinfo is None:  # an HTTP date is GMT; a zone-less one is read as such
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - time.time()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+    return min(max(seconds, 0.0), cap)
 
 
 def _scrub(text: str, app: AppConfig) -> str:

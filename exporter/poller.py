@@ -2,8 +2,9 @@
 
 One APScheduler job per app, on the monotonic clock (``exporter.schedule``): a slow app
 never delays another, nor is an app polled twice at once, and a step of the wall clock
-moves no poll. A poll asks for every count at once (2 + 2 x dialog types requests) and
-never raises: a failure is logged, counted and leaves the last good values in place.
+moves no poll. A poll asks for every count at once (3 + 3 x dialog types requests, each
+per-day answer with the total that proves it) and never raises: a failure is logged,
+counted and leaves the last good values in place.
 """
 
 from __future__ import annotations

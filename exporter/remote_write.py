@@ -11,7 +11,6 @@ first), so that each series is appended in order; a batch is retried on 5xx and 
 
 from __future__ import annotations
 
-import email.utils
 import ssl
 import struct
 import time
@@ -21,6 +20,8 @@ from urllib.parse import urlsplit
 
 import cramjam
 import httpx
+
+from exporter.client import parse_retry_after
 
 PROTOCOL_HEADERS = {
     "Content-Encoding": "snappy",
@@ -171,16 +172,7 @@ def batches(
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        moment = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, moment - time.time()), MAX_RETRY_AFTER)
+    return parse_retry_after(response.headers.get("Retry-After", ""), MAX_RETRY_AFTER)
 
 
 def _message(response: httpx.Response) -> str:
