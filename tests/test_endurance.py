@@ -111,8 +111,9 @@ def test_soak_thousands_of_polls_with_random_faults(tmp_path: Path) -> None:
         server.url,
         "--config-file",
         str(config),
+        # 6 requests a poll (a per-day answer and its total, for two kinds) within 90 ms.
         "--poll-interval-seconds",
-        "0.05",
+        "0.1",
         "--request-timeout-seconds",
         "0.2",
         "--max-retries",
@@ -161,7 +162,7 @@ def test_soak_thousands_of_polls_with_random_faults(tmp_path: Path) -> None:
         f"sockets max {max(s[1] for s in samples)} (cap {cap}); other fds "
         f"{sorted({s[2] for s in samples})}; threads {sorted({s[3] for s in samples})}"
     )
-    assert cycles >= 1000
+    assert cycles >= 800  # of 900 scheduled: 3 apps, every 0.1 s, for 30 s
     # A leak grows steadily; allocator noise does not.
     assert sum(s[0] for s in last) / 10 - sum(s[0] for s in first) / 10 < 4 * 1024
     # Connections stay within the cap, plus the listening socket, the wake-up socket pairs
