@@ -148,7 +148,8 @@ def test_soak_thousands_of_polls_with_random_faults(tmp_path: Path) -> None:
         polls_end = polls(process)
     finally:
         stop.set()
-        chaos.join(timeout=5)
+        if chaos.is_alive():  # not when the start-up wait failed
+            chaos.join(timeout=5)
         sim.set_faults()
         process.stop()
         server.stop()

@@ -443,12 +443,15 @@ def test_connections_leave_nothing_behind(tls: bool, pki: PKI) -> None:
                 **load,
             ) as clients:
                 # Under tracemalloc, 300 TLS handshakes take a while on a busy machine.
-                wait_until(lambda: sum(server.connections().values()) >= 500, 30, "the load")
+                wait_until(lambda: sum(server.connections().values()) >= 400, 30, "the load")
                 time.sleep(3)  # past the deadlines: connections cut and made again
                 assert clients.closed_by_server >= 500
             wait_until(lambda: not server.connections(), 10, "every connection to end")
             gc.collect()
 
+        # What the rest of the test run left on the heap is no business of this test: out
+        # of the collector's way, it does not pause the server past its 1 s deadlines.
+        gc.freeze()
         tracemalloc.start()
         try:
             burst()  # the first round sizes the loop's tables
@@ -457,6 +460,7 @@ def test_connections_leave_nothing_behind(tls: bool, pki: PKI) -> None:
             after = tracemalloc.get_traced_memory()[0]
         finally:
             tracemalloc.stop()
+            gc.unfreeze()
     print(f"\ntraced memory after a round of 600 slow clients: {after - before:+d} bytes")
     assert after - before < 256 * 1024
 
