@@ -247,9 +247,9 @@ def test_slow_api_never_piles_up_requests(simulator: tuple[Simulator, str], hist
         sim.set_faults(latency=5)
         process.wait_for_value("connectycube_polls_total", 4, timeout=15, outcome="failure", **APP)
         assert "timed out after" in process.wait_for_log("poll failed")
-        # Each poll gives up at its deadline and closes its connections: the simulator
-        # still sleeps on them, but the exporter holds no more than one poll's worth.
-        assert len(list((proc / "fd").iterdir())) <= fds_before + 15
+        # Each poll gives up at its deadline; a request already on the wire runs to its end
+        # and holds its slot till then: the connections never outnumber the 64 slots.
+        assert len(list((proc / "fd").iterdir())) <= fds_before + 64
         assert len(list((proc / "task").iterdir())) < 20
         assert "maximum number of running instances" not in process.logs
     finally:
@@ -533,8 +533,10 @@ def test_a_storm_of_reloads_never_starves_the_live_apps(tmp_path: Path) -> None:
         live = {f"b-{i}" for i in range(200)}
         wait_until(lambda: exported_apps(process, up=True) == live, 60, "every live app up")
         # Every request slot at work, and never more requests than slots: none lost with the
-        # polls cancelled on the way, none given back before its request ended.
-        assert sim.stats()["peak_in_flight"] == 16
+        # polls cancelled on the way, none given back before its request ended. (The
+        # simulator counts a request until it has closed its body, a moment after the client
+        # has read it and begun the next: one more may show.)
+        assert 16 <= sim.stats()["peak_in_flight"] <= 17
         assert exported_apps(process) == live
         assert "no request slot free" not in process.logs
         assert "poll failed" not in process.logs
